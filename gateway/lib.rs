@@ -1,0 +1,37 @@
+//! An edge auth gateway: one process in front of every service of a platform. It terminates
+//! TLS, checks session tokens against a cached view of the `sessions` table, forwards trusted
+//! identity headers to the backends, and serves the login flows itself.
+//!
+//! # Module map
+//! - [`cli`]: the command line; [`config`]: the TOML file and its validation.
+//! - [`server`]: listeners, connections, TLS, shutdown; [`admin`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`proxy`]: the request phases below; [`path`]: the one path normalization;
+//!   [`headers`]: stripping and injecting identity headers; [`upstream`]: the pooled client.
+//! - [`sessions`]: tokens, the validation cache, touch batching, cross-instance revocation.
+//! - [`users`], [`password`]: accounts and bcrypt; [`endpoints`]: `/auth/*`.
+//! - [`db`]: the pool and the retrying transaction; [`migrate`]: the embedded migrations.
+//!
+//! # Request flow
+//! ```text
+//! client ──TLS──▶ server (conn cap, handshake + header timeouts, h1/h2 by ALPN)
+//!   └▶ proxy::handle
+//!        1 early checks   path::normalize (400 on ambiguity), body limit, request id
+//!        2 route          longest normalized prefix → policy, roles, methods
+//!        3 authenticate   cookie / Bearer → sessions::validate (moka; miss → one query)
+//!        4 authorize      required / optional / public, roles → 302 / 401 / 403
+//!        5 dispatch       /auth/* → endpoints; else upstream
+//!        6 upstream req   headers::sanitize_request, then headers::inject_identity
+//!        7 forward        upstream::forward (pooled, streamed, timeouts → 502 / 504)
+//!        8 response       hop-by-hop stripped, security headers
+//!        9 log            one access line
+//! ```
+
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod migrate;
+pub mod password;
+pub mod path;
+pub mod server;
+pub mod sessions;
+pub mod users;

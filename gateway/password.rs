@@ -1,0 +1,243 @@
+//! Passwords: the length rules, and bcrypt hashing and verification on the blocking pool,
+//! bounded by a semaphore sized to the cores and an admission queue that refuses work (callers
+//! answer 503) instead of growing without bound. This is the only module allowed to call
+//! bcrypt (`clippy.toml` enforces it), so bcrypt never runs on a runtime worker.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use sha2::{Digest, Sha256};
+use tokio::sync::{OnceCell, Semaphore};
+use zeroize::Zeroizing;
+
+/// Shortest accepted password, in bytes.
+pub const MIN_BYTES: usize = 8;
+/// Longest accepted password, in bytes.
+pub const MAX_BYTES: usize = 256;
+/// bcrypt reads only this many bytes; longer passwords are pre-hashed.
+const BCRYPT_LIMIT: usize = 72;
+
+/// Why a new password is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PasswordRuleError {
+    #[error("the password is too short: use at least {MIN_BYTES} bytes")]
+    TooShort,
+    #[error("the password is too long: use at most {MAX_BYTES} bytes")]
+    TooLong,
+}
+
+/// Checks the length rules for a new password (8 to 256 bytes).
+///
+/// # Errors
+/// The rule it breaks, with a message fit for the user.
+pub fn check_length(password: &str) -> Result<(), PasswordRuleError> {
+    match password.len() {
+        n if n < MIN_BYTES => Err(PasswordRuleError::TooShort),
+        n if n > MAX_BYTES => Err(PasswordRuleError::TooLong),
+        _ => Ok(()),
+    }
+}
+
+/// What bcrypt is given: the password itself up to 72 bytes, else base64(SHA-256(password)),
+/// so that no byte of a long password is ignored.
+fn bcrypt_input(password: &str) -> Zeroizing<Vec<u8>> {
+    if password.len() > BCRYPT_LIMIT {
+        Zeroizing::new(STANDARD.encode(Sha256::digest(password.as_bytes())).into_bytes())
+    } else {
+        Zeroizing::new(password.as_bytes().to_vec())
+    }
+}
+
+/// Why hashing could not be done.
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    /// The bcrypt queue is full: answer 503 with `Retry-After`.
+    #[error("password hashing is overloaded")]
+    Overloaded,
+    #[error("password hashing failed: {0}")]
+    Internal(String),
+}
+
+/// Runs bcrypt off the async workers with bounded concurrency and a bounded queue.
+#[derive(Debug, Clone)]
+pub struct Hasher {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    cost: u32,
+    running: Semaphore,
+    admitted: AtomicUsize,
+    max_admitted: usize,
+    dummy: OnceCell<String>,
+}
+
+impl Hasher {
+    /// `concurrency` hashes run at once; up to `queue` more wait; beyond that calls fail fast
+    /// with [`HashError::Overloaded`].
+    pub fn new(cost: u32, concurrency: usize, queue: usize) -> Self {
+        Hasher {
+            inner: Arc::new(Inner {
+                cost,
+                running: Semaphore::new(concurrency.max(1)),
+                admitted: AtomicUsize::new(0),
+                max_admitted: concurrency.max(1) + queue,
+                dummy: OnceCell::new(),
+            }),
+        }
+    }
+
+    /// The configured cost.
+    pub fn cost(&self) -> u32 {
+        self.inner.cost
+    }
+
+    /// Requests admitted and not finished (running + waiting): the queue depth metric.
+    pub fn depth(&self) -> usize {
+        self.inner.admitted.load(Ordering::Relaxed)
+    }
+
+    /// Hashes a new password at the configured cost. Check its rules first.
+    ///
+    /// # Errors
+    /// [`HashError::Overloaded`] when the queue is full.
+    pub async fn hash(&self, password: &str) -> Result<String, HashError> {
+        let input = bcrypt_input(password);
+        let cost = self.inner.cost;
+        self.run(move || blocking::hash(&input, cost)).await
+    }
+
+    /// Verifies `password` against `hash`. With `hash == None` (unknown user, or a user
+    /// without a password) it verifies against a dummy hash of the same cost and answers
+    /// false, so the caller spends the same time either way.
+    ///
+    /// # Errors
+    /// [`HashError::Overloaded`] when the queue is full.
+    pub async fn verify(&self, password: &str, hash: Option<&str>) -> Result<bool, HashError> {
+        let input = bcrypt_input(password);
+        let (target, real) = match hash {
+            Some(h) => (h.to_string(), true),
+            None => (self.dummy_hash().await?, false),
+        };
+        let ok = self.run(move || Ok(blocking::verify(&input, &target))).await?;
+        Ok(ok && real)
+    }
+
+    /// Whether a stored hash was made at another cost and should be re-hashed after a good
+    /// login.
+    pub fn needs_rehash(&self, hash: &str) -> bool {
+        hash.split('$').nth(2).and_then(|c| c.parse::<u32>().ok()) != Some(self.inner.cost)
+    }
+
+    async fn dummy_hash(&self) -> Result<String, HashError> {
+        self.inner
+            .dummy
+            .get_or_try_init(|| async {
+                let cost = self.inner.cost;
+                self.run(move || blocking::hash(b"dummy password for unknown users", cost)).await
+            })
+            .await
+            .cloned()
+    }
+
+    async fn run<T, F>(&self, work: F) -> Result<T, HashError>
+    where
+        F: FnOnce() -> Result<T, HashError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let inner = &self.inner;
+        if inner.admitted.fetch_add(1, Ordering::AcqRel) >= inner.max_admitted {
+            inner.admitted.fetch_sub(1, Ordering::AcqRel);
+            return Err(HashError::Overloaded);
+        }
+        let _admission = Admission(&inner.admitted);
+        let _permit = inner
+            .running
+            .acquire()
+            .await
+            .map_err(|_| HashError::Internal("hasher closed".into()))?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| HashError::Internal(e.to_string()))?
+    }
+}
+
+struct Admission<'a>(&'a AtomicUsize);
+
+impl Drop for Admission<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The only calls into bcrypt; they block for tens to hundreds of milliseconds.
+#[allow(clippy::disallowed_methods)]
+mod blocking {
+    use super::HashError;
+
+    pub(super) fn hash(input: &[u8], cost: u32) -> Result<String, HashError> {
+        bcrypt::hash(input, cost).map_err(|e| HashError::Internal(e.to_string()))
+    }
+
+    pub(super) fn verify(input: &[u8], hash: &str) -> bool {
+        bcrypt::verify(input, hash).unwrap_or(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn length_rules() {
+        assert_eq!(check_length("1234567"), Err(PasswordRuleError::TooShort));
+        assert!(check_length("12345678").is_ok());
+        assert!(check_length(&"x".repeat(256)).is_ok());
+        assert_eq!(check_length(&"x".repeat(257)), Err(PasswordRuleError::TooLong));
+    }
+
+    #[tokio::test]
+    async fn long_passwords_use_every_byte() {
+        let h = Hasher::new(4, 2, 8);
+        let a = format!("{}a", "x".repeat(100));
+        let b = format!("{}b", "x".repeat(100));
+        let hash = h.hash(&a).await.unwrap();
+        assert!(h.verify(&a, Some(&hash)).await.unwrap());
+        assert!(!h.verify(&b, Some(&hash)).await.unwrap(), "bytes past 72 must count");
+    }
+
+    #[tokio::test]
+    async fn unknown_user_verifies_false() {
+        let h = Hasher::new(4, 2, 8);
+        assert!(!h.verify("dummy password for unknown users", None).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn rehash_follows_cost() {
+        let h4 = Hasher::new(4, 1, 1);
+        let h5 = Hasher::new(5, 1, 1);
+        let hash = h4.hash("password1").await.unwrap();
+        assert!(!h4.needs_rehash(&hash));
+        assert!(h5.needs_rehash(&hash));
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_instead_of_growing() {
+        let h = Hasher::new(10, 1, 1);
+        let calls: Vec<_> = (0..6).map(|_| {
+            let h = h.clone();
+            tokio::spawn(async move { h.hash("password1").await })
+        }).collect();
+        let mut overloaded = 0;
+        for c in calls {
+            if matches!(c.await.unwrap(), Err(HashError::Overloaded)) {
+                overloaded += 1;
+            }
+        }
+        assert!(overloaded >= 1, "6 concurrent hashes with room for 2 must refuse some");
+        assert_eq!(h.depth(), 0);
+    }
+}

@@ -1,0 +1,476 @@
+//! Sessions: the token format, creation and revocation in the `sessions` table, and
+//! [`Sessions::validate`], the request-path check through a bounded moka cache.
+//!
+//! On the request path: token → SHA-256 → cache. A hit does no database I/O at all (the
+//! `last_seen_at` touch is queued to a batch writer, dropped and counted when the queue is
+//! full). A miss runs one indexed query, coalesced per token, so a burst on one cold token
+//! makes one query. Unknown tokens are cached negatively for `negative_ttl`. A database error
+//! on a miss is [`SessionError::Unavailable`] (answer 503), never "no session", and is never
+//! cached. Every positive entry dies `cache_ttl` after it was read from the database.
+//!
+//! Revocation across instances is the [`poll`] loop in [`revocation`].
+
+pub mod revocation;
+pub mod touch;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use deadpool_postgres::Pool;
+use moka::Expiry;
+use moka::future::Cache;
+use rand::TryRngCore as _;
+use sha2::{Digest, Sha256};
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
+
+use crate::config;
+use crate::db::{self, DbError};
+
+pub use revocation::poll;
+
+const INSERT: &str = "INSERT INTO sessions (id, user_id, token_hash, ip_address, device_label, user_agent, expires_at)
+    VALUES ($1, $2, $3, $4, $5, $6, now() + ($7::BIGINT * INTERVAL '1 second'))
+    RETURNING created_at, expires_at";
+const LOOKUP: &str = "SELECT s.id, s.user_id, u.email, u.status, s.expires_at, s.last_seen_at, s.revoked_at,
+        ARRAY(SELECT r.role FROM user_roles r WHERE r.user_id = s.user_id ORDER BY r.role) AS roles,
+        s.created_at
+    FROM sessions s JOIN users u ON u.id = s.user_id
+    WHERE s.token_hash = $1 AND u.deleted_at IS NULL";
+const REVOKE_ONE: &str = "UPDATE sessions SET revoked_at = now(), revoked_reason = $2, updated_at = now()
+    WHERE id = $1 AND revoked_at IS NULL RETURNING token_hash";
+const REVOKE_ONE_OF_USER: &str = "UPDATE sessions SET revoked_at = now(), revoked_reason = $3, updated_at = now()
+    WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL RETURNING token_hash";
+const REVOKE_USER: &str = "UPDATE sessions SET revoked_at = now(), revoked_reason = $2, updated_at = now()
+    WHERE user_id = $1 AND revoked_at IS NULL RETURNING token_hash";
+const REVOKE_OTHERS: &str = "UPDATE sessions SET revoked_at = now(), revoked_reason = $3, updated_at = now()
+    WHERE user_id = $1 AND id <> $2 AND revoked_at IS NULL RETURNING token_hash";
+const LIST_FOR_USER: &str = "SELECT id, ip_address, device_label, user_agent, created_at, last_seen_at, expires_at
+    FROM sessions WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > now()
+    ORDER BY created_at DESC LIMIT 100";
+
+/// Prefix of every session token.
+pub const TOKEN_PREFIX: &str = "gw_";
+/// Random bytes in a token (256 bits from the OS CSPRNG).
+const TOKEN_BYTES: usize = 32;
+/// Length of the base64url (no padding) part of a token.
+const TOKEN_B64_LEN: usize = 43;
+
+/// The SHA-256 of a raw token: what the database and the cache are keyed by.
+pub type TokenHash = [u8; 32];
+
+/// A new random session token, `gw_` + 43 base64url characters.
+pub fn new_token() -> String {
+    let mut bytes = [0u8; TOKEN_BYTES];
+    rand::rngs::OsRng.try_fill_bytes(&mut bytes).expect("the OS random number generator failed");
+    format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// Hashes a token that has the right shape; `None` for anything else, which is never looked
+/// up, neither in the cache nor in the database.
+pub fn hash_token(token: &str) -> Option<TokenHash> {
+    let body = token.strip_prefix(TOKEN_PREFIX)?;
+    let well_formed = body.len() == TOKEN_B64_LEN
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    well_formed.then(|| Sha256::digest(token.as_bytes()).into())
+}
+
+/// The identity of a validated session, as the proxy forwards it.
+#[derive(Debug)]
+pub struct Identity {
+    pub session_id: Uuid,
+    pub user_id: String,
+    pub email: String,
+    pub roles: Vec<String>,
+    /// `roles` joined with commas, ready for the header.
+    pub roles_header: String,
+    pub expires_at: SystemTime,
+    pub created_at: SystemTime,
+    /// Seconds since the epoch of the last activity this instance knows of.
+    last_seen: AtomicU64,
+    /// When this entry was read from the database.
+    loaded_at: Instant,
+}
+
+impl Identity {
+    pub fn has_any_role(&self, wanted: &[String]) -> bool {
+        wanted.is_empty() || wanted.iter().any(|w| self.roles.iter().any(|r| r == w))
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Lookup {
+    Found(Arc<Identity>),
+    /// Unknown, revoked, expired or disabled: negatively cached.
+    Missing,
+}
+
+/// Why a session could not be checked.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The database could not be asked on a cache miss: answer 503 with `Retry-After`.
+    #[error("session store unavailable: {0}")]
+    Unavailable(String),
+}
+
+struct LookupExpiry {
+    positive: Duration,
+    negative: Duration,
+}
+
+impl Expiry<TokenHash, Lookup> for LookupExpiry {
+    fn expire_after_create(&self, _key: &TokenHash, value: &Lookup, _now: Instant) -> Option<Duration> {
+        Some(match value {
+            Lookup::Found(identity) => {
+                let left = identity.expires_at.duration_since(SystemTime::now()).unwrap_or_default();
+                self.positive.min(left)
+            }
+            Lookup::Missing => self.negative,
+        })
+    }
+}
+
+/// Session validation for the request path, shared by all connections.
+#[derive(Clone)]
+pub struct Sessions {
+    pool: Pool,
+    cache: Cache<TokenHash, Lookup>,
+    touch: touch::Queue,
+    settings: Arc<config::Sessions>,
+}
+
+impl Sessions {
+    /// Builds the cache and starts the `last_seen_at` batch writer.
+    pub fn new(pool: Pool, settings: &config::Sessions) -> Self {
+        let cache = Cache::builder()
+            .max_capacity(settings.cache_capacity)
+            .expire_after(LookupExpiry {
+                positive: settings.cache_ttl,
+                negative: settings.negative_ttl,
+            })
+            .build();
+        Sessions {
+            touch: touch::Queue::start(pool.clone(), settings.touch_queue),
+            pool,
+            cache,
+            settings: Arc::new(settings.clone()),
+        }
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    pub fn settings(&self) -> &config::Sessions {
+        &self.settings
+    }
+
+    /// Entries in the cache (approximate), for the metrics.
+    pub fn cached_entries(&self) -> u64 {
+        self.cache.entry_count()
+    }
+
+    /// Checks a presented token. `Ok(None)` means no valid session: malformed, unknown,
+    /// revoked, expired (absolute or idle), or the user is disabled or deleted.
+    ///
+    /// # Errors
+    /// [`SessionError::Unavailable`] when the cache misses and the database cannot answer.
+    ///
+    /// # Security
+    /// A positive answer was read from the database at most `cache_ttl` ago (or less, when
+    /// the revocation poll invalidated it). Errors are never cached.
+    pub async fn validate(&self, token: &str) -> Result<Option<Arc<Identity>>, SessionError> {
+        let Some(hash) = hash_token(token) else {
+            metrics::counter!("gateway_session_lookups_total", "result" => "malformed").increment(1);
+            return Ok(None);
+        };
+        let mut missed = false;
+        let lookup = self
+            .cache
+            .try_get_with(hash, async {
+                missed = true;
+                load(&self.pool, &hash).await
+            })
+            .await
+            .map_err(|e| {
+                metrics::counter!("gateway_session_lookups_total", "result" => "error").increment(1);
+                SessionError::Unavailable(e.to_string())
+            })?;
+        metrics::counter!("gateway_session_cache_total", "result" => if missed { "miss" } else { "hit" }).increment(1);
+        let Lookup::Found(identity) = lookup else {
+            return Ok(None);
+        };
+        let now = SystemTime::now();
+        if !self.is_live(&identity, now) {
+            self.cache.insert(hash, Lookup::Missing).await;
+            return Ok(None);
+        }
+        self.touch_if_due(&identity, now);
+        Ok(Some(identity))
+    }
+
+    fn is_live(&self, identity: &Identity, now: SystemTime) -> bool {
+        let last_seen = UNIX_EPOCH + Duration::from_secs(identity.last_seen.load(Ordering::Relaxed));
+        identity.loaded_at.elapsed() <= self.settings.cache_ttl
+            && now < identity.expires_at
+            && now < last_seen + self.settings.idle_timeout
+    }
+
+    fn touch_if_due(&self, identity: &Identity, now: SystemTime) {
+        let now_secs = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        let last = identity.last_seen.load(Ordering::Relaxed);
+        if now_secs.saturating_sub(last) < self.settings.touch_interval.as_secs().max(1) {
+            return;
+        }
+        // One request per interval wins the right to queue the touch.
+        if identity
+            .last_seen
+            .compare_exchange(last, now_secs, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.touch.push(identity.session_id);
+        }
+    }
+
+    /// Drops the cached entries of these token hashes (after a revocation).
+    pub async fn invalidate(&self, hashes: &[TokenHash]) {
+        for h in hashes {
+            self.cache.invalidate(h).await;
+        }
+    }
+
+    /// Creates a session for `user_id` and returns the raw token (shown once, never stored).
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn create(&self, user_id: &str, meta: &SessionMeta) -> Result<NewSession, DbError> {
+        create(&self.pool, user_id, meta, self.settings.lifetime).await
+    }
+
+    /// Revokes the session of this token (logout) and forgets it here at once; other
+    /// instances follow within the revocation window.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn revoke_token(&self, identity: &Identity, reason: &str) -> Result<u64, DbError> {
+        let hashes = revoke(&self.pool, REVOKE_ONE, &[&identity.session_id, &reason]).await?;
+        self.invalidate(&hashes).await;
+        Ok(hashes.len() as u64)
+    }
+
+    /// Revokes one session of `user_id` by id (a user can revoke only their own).
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn revoke_own(&self, user_id: &str, session_id: Uuid, reason: &str) -> Result<u64, DbError> {
+        let hashes = revoke(&self.pool, REVOKE_ONE_OF_USER, &[&session_id, &user_id, &reason]).await?;
+        self.invalidate(&hashes).await;
+        Ok(hashes.len() as u64)
+    }
+
+    /// Revokes every session of `user_id` except `keep`.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn revoke_others(&self, user_id: &str, keep: Uuid, reason: &str) -> Result<u64, DbError> {
+        let hashes = revoke(&self.pool, REVOKE_OTHERS, &[&user_id, &keep, &reason]).await?;
+        self.invalidate(&hashes).await;
+        Ok(hashes.len() as u64)
+    }
+
+    /// Revokes every session of `user_id`.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn revoke_all(&self, user_id: &str, reason: &str) -> Result<u64, DbError> {
+        let hashes = revoke(&self.pool, REVOKE_USER, &[&user_id, &reason]).await?;
+        self.invalidate(&hashes).await;
+        Ok(hashes.len() as u64)
+    }
+}
+
+/// Who opened a session: shown in the session list.
+#[derive(Debug, Clone, Default)]
+pub struct SessionMeta {
+    pub ip_address: Option<IpAddr>,
+    pub device_label: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// A session just created.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub id: Uuid,
+    /// The raw token: give it to the client, never store or log it.
+    pub token: String,
+    pub created_at: SystemTime,
+    pub expires_at: SystemTime,
+}
+
+/// A row of the session list.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SessionInfo {
+    pub id: Uuid,
+    pub ip_address: Option<String>,
+    pub device_label: Option<String>,
+    pub user_agent: Option<String>,
+    pub created_at: String,
+    pub last_seen_at: String,
+    pub expires_at: String,
+}
+
+/// Creates a session row; the token is new, so a client can never choose its own (no
+/// fixation).
+///
+/// # Errors
+/// A database error.
+pub async fn create(pool: &Pool, user_id: &str, meta: &SessionMeta, lifetime: Duration) -> Result<NewSession, DbError> {
+    let id = Uuid::new_v4();
+    let token = new_token();
+    let hash: TokenHash = Sha256::digest(token.as_bytes()).into();
+    let ip = meta.ip_address.map(|ip| ip.to_string());
+    let device = meta.device_label.as_deref().map(|s| truncate(s, 200));
+    let agent = meta.user_agent.as_deref().map(|s| truncate(s, 400));
+    let lifetime_secs = i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX);
+    let params: [&(dyn ToSql + Sync); 7] = [&id, &user_id, &hash.as_slice(), &ip, &device, &agent, &lifetime_secs];
+    let params = &params;
+    let row = db::transaction(pool, |tx| async move { tx.query_one(INSERT, params).await })
+    .await?;
+    Ok(NewSession {
+        id,
+        token,
+        created_at: row.get(0),
+        expires_at: row.get(1),
+    })
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].chars().filter(|c| !c.is_control()).collect()
+}
+
+async fn load(pool: &Pool, hash: &TokenHash) -> Result<Lookup, DbError> {
+    metrics::counter!("gateway_session_queries_total").increment(1);
+    let client = db::client(pool).await?;
+    let stmt = client.prepare_cached(LOOKUP).await?;
+    let Some(row) = client.query_opt(&stmt, &[&hash.as_slice()]).await? else {
+        return Ok(Lookup::Missing);
+    };
+    let status: &str = row.get(3);
+    let revoked: Option<SystemTime> = row.get(6);
+    let expires_at: SystemTime = row.get(4);
+    if status != "active" || revoked.is_some() || expires_at <= SystemTime::now() {
+        return Ok(Lookup::Missing);
+    }
+    let last_seen: SystemTime = row.get(5);
+    let roles: Vec<String> = row.get(7);
+    Ok(Lookup::Found(Arc::new(Identity {
+        session_id: row.get(0),
+        user_id: row.get(1),
+        email: row.get(2),
+        roles_header: roles.join(","),
+        roles,
+        expires_at,
+        created_at: row.get(8),
+        last_seen: AtomicU64::new(last_seen.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()),
+        loaded_at: Instant::now(),
+    })))
+}
+
+async fn revoke(
+    pool: &Pool,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<TokenHash>, DbError> {
+    let rows = db::transaction(pool, |tx| async move { tx.query(sql, params).await }).await?;
+    metrics::counter!("gateway_sessions_revoked_total").increment(rows.len() as u64);
+    Ok(rows
+        .iter()
+        .filter_map(|r| <TokenHash>::try_from(r.get::<_, &[u8]>(0)).ok())
+        .collect())
+}
+
+/// Revokes one session by id (operator command). Returns how many were revoked (0 or 1).
+///
+/// # Errors
+/// A database error.
+pub async fn revoke_one(pool: &Pool, id: Uuid, reason: &str) -> Result<u64, DbError> {
+    Ok(revoke(pool, REVOKE_ONE, &[&id, &reason]).await?.len() as u64)
+}
+
+/// Revokes every session of a user (operator command, password reset).
+///
+/// # Errors
+/// A database error.
+pub async fn revoke_user(pool: &Pool, user_id: &str, reason: &str) -> Result<u64, DbError> {
+    Ok(revoke(pool, REVOKE_USER, &[&user_id, &reason]).await?.len() as u64)
+}
+
+/// The live sessions of a user, newest first (at most 100).
+///
+/// # Errors
+/// A database error.
+pub async fn list(pool: &Pool, user_id: &str) -> Result<Vec<SessionInfo>, DbError> {
+    let client = db::client(pool).await?;
+    let stmt = client.prepare_cached(LIST_FOR_USER).await?;
+    let rfc3339 = |t: SystemTime| humantime::format_rfc3339_seconds(t).to_string();
+    Ok(client
+        .query(&stmt, &[&user_id])
+        .await?
+        .iter()
+        .map(|r| SessionInfo {
+            id: r.get(0),
+            ip_address: r.get(1),
+            device_label: r.get(2),
+            user_agent: r.get(3),
+            created_at: rfc3339(r.get(4)),
+            last_seen_at: rfc3339(r.get(5)),
+            expires_at: rfc3339(r.get(6)),
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_have_the_contract_shape() {
+        let t = new_token();
+        assert!(t.starts_with("gw_"));
+        assert_eq!(t.len(), 3 + 43);
+        assert!(hash_token(&t).is_some());
+        assert_ne!(new_token(), t);
+    }
+
+    #[test]
+    fn malformed_tokens_are_never_looked_up() {
+        let t = new_token();
+        for bad in [
+            "",
+            "gw_",
+            &t[..t.len() - 1],
+            &format!("{t}A"),
+            &t.replace("gw_", "xx_"),
+            &format!("gw_{}", "+".repeat(43)),
+            &format!("gw_{}=", "A".repeat(42)),
+        ] {
+            assert!(hash_token(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn truncation_keeps_utf8_and_drops_controls() {
+        assert_eq!(truncate("héllo\r\nx", 3), "hé");
+        assert_eq!(truncate("ab\ncd", 10), "abcd");
+    }
+}
