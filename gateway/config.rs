@@ -19,7 +19,6 @@ pub const DEFAULT_MAX_HEADERS: u64 = 100;
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
 pub const DEFAULT_HEADER_READ_TIMEOUT: &str = "10s";
 pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: &str = "10s";
-pub const DEFAULT_IDLE_TIMEOUT: &str = "120s";
 pub const DEFAULT_SHUTDOWN_GRACE: &str = "30s";
 pub const DEFAULT_H2_MAX_CONCURRENT_STREAMS: u64 = 256;
 
@@ -99,7 +98,6 @@ pub struct RawServer {
     pub max_body_bytes: u64,
     pub header_read_timeout: String,
     pub tls_handshake_timeout: String,
-    pub idle_timeout: String,
     pub shutdown_grace: String,
     pub h2_max_concurrent_streams: u64,
 }
@@ -119,7 +117,6 @@ impl Default for RawServer {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT.into(),
             tls_handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT.into(),
-            idle_timeout: DEFAULT_IDLE_TIMEOUT.into(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE.into(),
             h2_max_concurrent_streams: DEFAULT_H2_MAX_CONCURRENT_STREAMS,
         }
@@ -231,6 +228,7 @@ pub struct RawHeaders {
     pub session_id: String,
     pub signature: String,
     pub sign: bool,
+    pub signing_secret: String,
 }
 
 impl Default for RawHeaders {
@@ -242,6 +240,7 @@ impl Default for RawHeaders {
             session_id: DEFAULT_HEADER_SESSION_ID.into(),
             signature: DEFAULT_HEADER_SIGNATURE.into(),
             sign: false,
+            signing_secret: String::new(),
         }
     }
 }
@@ -325,7 +324,6 @@ pub struct Server {
     pub max_body_bytes: u64,
     pub header_read_timeout: Duration,
     pub tls_handshake_timeout: Duration,
-    pub idle_timeout: Duration,
     pub shutdown_grace: Duration,
     pub h2_max_concurrent_streams: u32,
 }
@@ -444,7 +442,9 @@ pub struct Headers {
     pub user_roles: http::HeaderName,
     pub session_id: http::HeaderName,
     pub signature: http::HeaderName,
-    pub sign: bool,
+    /// The HMAC key of `X-Identity-Signature`, shared with the backends; `None` when
+    /// signing is off.
+    pub signing_secret: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -818,7 +818,6 @@ impl Validator {
             max_body_bytes: raw.max_body_bytes,
             header_read_timeout: self.positive_duration("server.header_read_timeout", &raw.header_read_timeout),
             tls_handshake_timeout: self.positive_duration("server.tls_handshake_timeout", &raw.tls_handshake_timeout),
-            idle_timeout: self.positive_duration("server.idle_timeout", &raw.idle_timeout),
             shutdown_grace: self.duration("server.shutdown_grace", &raw.shutdown_grace),
             h2_max_concurrent_streams: u32::try_from(self.count(
                 "server.h2_max_concurrent_streams",
@@ -957,7 +956,17 @@ impl Validator {
             user_roles: self.header_name("headers.user_roles", &raw.user_roles),
             session_id: self.header_name("headers.session_id", &raw.session_id),
             signature: self.header_name("headers.signature", &raw.signature),
-            sign: raw.sign,
+            signing_secret: match raw.sign {
+                false => None,
+                true if raw.signing_secret.len() < MIN_SECRET_BYTES => {
+                    self.problem(
+                        "headers.signing_secret",
+                        format!("must be at least {MIN_SECRET_BYTES} bytes when headers.sign = true; set GATEWAY_HEADERS__SIGNING_SECRET"),
+                    );
+                    None
+                }
+                true => Some(raw.signing_secret.as_bytes().to_vec()),
+            },
         }
     }
 
@@ -1038,6 +1047,9 @@ impl Validator {
                 AuthPolicy::Required
             }
         };
+        if crate::path::has_prefix(&raw.path_prefix, "/auth") && raw.path_prefix.len() > 1 {
+            self.problem(key("path_prefix"), "/auth is served by the gateway itself; choose another prefix");
+        }
         if !raw.roles.is_empty() && auth != AuthPolicy::Required {
             self.problem(key("roles"), "roles need auth = \"required\"");
         }
@@ -1115,6 +1127,7 @@ mod tests {
                 ("GATEWAY_SERVER__TLS_CERT", "c.pem"),
                 ("GATEWAY_SERVER__TLS_KEY", "k.pem"),
                 ("GATEWAY_HEADERS__SIGN", "true"),
+                ("GATEWAY_HEADERS__SIGNING_SECRET", "0123456789abcdef0123456789abcdef"),
                 ("GATEWAY_CONFIG", "ignored.toml"),
             ],
         )
@@ -1124,7 +1137,7 @@ mod tests {
         assert_eq!(c.sessions.cache_ttl, Duration::from_secs(300));
         assert_eq!(c.server.trusted_proxies.len(), 2);
         assert!(c.server.tls.is_some());
-        assert!(c.headers.sign);
+        assert!(c.headers.signing_secret.is_some());
     }
 
     #[test]

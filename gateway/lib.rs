@@ -26,12 +26,18 @@
 //!        9 log            one access line
 //! ```
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod endpoints;
+pub mod error;
+pub mod headers;
 pub mod migrate;
 pub mod password;
 pub mod path;
+pub mod proxy;
 pub mod server;
 pub mod sessions;
+pub mod upstream;
 pub mod users;

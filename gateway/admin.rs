@@ -1,0 +1,85 @@
+//! The admin listener (plain HTTP, loopback by default): `/healthz` (the process runs),
+//! `/readyz` (the database answers and its schema is the expected one) and `/metrics`
+//! (Prometheus text format).
+
+use std::convert::Infallible;
+use std::sync::{Arc, OnceLock};
+
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+
+use crate::migrate;
+use crate::proxy::{Body, Gateway, full};
+
+static METRICS: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide metrics recorder once; later calls reuse it.
+pub fn install_metrics() -> &'static PrometheusHandle {
+    METRICS.get_or_init(|| {
+        let buckets = [
+            0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ];
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(&buckets)
+            .expect("static bucket list is not empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("a metrics recorder was already installed; /metrics shows only this handle");
+        }
+        handle
+    })
+}
+
+/// Serves the admin endpoints until the task is dropped.
+pub async fn serve(listener: TcpListener, gw: Arc<Gateway>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let gw = gw.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| respond(gw.clone(), req));
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .http1_only()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn text(status: StatusCode, body: String, content_type: &'static str) -> Response<Body> {
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+async fn respond(gw: Arc<Gateway>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    Ok(match req.uri().path() {
+        "/healthz" => text(StatusCode::OK, "ok\n".into(), "text/plain"),
+        "/readyz" => match migrate::ensure_current(gw.sessions.pool()).await {
+            Ok(()) => text(StatusCode::OK, "ready\n".into(), "text/plain"),
+            Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n"), "text/plain"),
+        },
+        "/metrics" => {
+            record_gauges(&gw);
+            text(StatusCode::OK, install_metrics().render(), "text/plain; version=0.0.4")
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n".into(), "text/plain"),
+    })
+}
+
+fn record_gauges(gw: &Gateway) {
+    let pool = gw.sessions.pool().status();
+    metrics::gauge!("gateway_db_pool_connections", "state" => "in_use")
+        .set((pool.size.saturating_sub(pool.available)) as f64);
+    metrics::gauge!("gateway_db_pool_connections", "state" => "idle").set(pool.available as f64);
+    metrics::gauge!("gateway_db_pool_waiting").set(pool.waiting as f64);
+    metrics::gauge!("gateway_session_cache_entries").set(gw.sessions.cached_entries() as f64);
+    metrics::gauge!("gateway_bcrypt_queue_depth").set(gw.hasher.depth() as f64);
+}

@@ -1,0 +1,323 @@
+//! The gateway's own endpoints under `/auth`: password login and logout, "who am I", and the
+//! forward-auth check `/auth/verify`. JSON in and out; errors are [`HttpError`]s.
+
+use std::time::SystemTime;
+
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::config::AuthPolicy;
+use crate::error::HttpError;
+use crate::proxy::{self, Body, Conn, Ctx, Gateway, full};
+use crate::sessions::{Identity, NewSession, SessionMeta};
+use crate::{headers, path, users};
+
+/// Largest JSON body the endpoints read.
+const MAX_JSON_BYTES: usize = 64 * 1024;
+
+/// Routes a request under `/auth` to its endpoint.
+///
+/// # Errors
+/// Whatever the endpoint refuses with; 404 for an unknown endpoint, 405 for a wrong method.
+pub async fn handle(
+    gw: &Gateway,
+    conn: Conn,
+    req: Request<Incoming>,
+    normalized: &str,
+    ctx: &mut Ctx,
+) -> Result<Response<Body>, HttpError> {
+    let endpoint = normalized.trim_end_matches('/');
+    match (req.method().clone(), endpoint) {
+        (Method::POST, "/auth/login") => login(gw, req, ctx).await,
+        (Method::POST, "/auth/logout") => logout(gw, req, ctx).await,
+        (Method::GET, "/auth/session") => session(gw, req, ctx).await,
+        (_, "/auth/verify") => verify(gw, conn, req, ctx).await,
+        (_, "/auth/login" | "/auth/logout" | "/auth/session") => Err(HttpError::MethodNotAllowed),
+        _ => Err(HttpError::NotFound),
+    }
+}
+
+/// Refuses a cross-site state change: an `Origin` (or, without it, a `Referer`) must match the
+/// public URL. A request with neither passes only when it does not carry the session cookie
+/// (an API client with a Bearer token, which a browser cannot be made to send).
+///
+/// # Errors
+/// [`HttpError::CrossOrigin`].
+pub fn check_origin(headers: &HeaderMap, public_origin: &str, cookie_name: &str) -> Result<(), HttpError> {
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    let referer_origin = || {
+        headers
+            .get(header::REFERER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|r| r.parse::<http::Uri>().ok())
+            .and_then(|u| Some(format!("{}://{}", u.scheme_str()?, u.authority()?.as_str().to_ascii_lowercase())))
+    };
+    let claimed = match origin {
+        Some(o) => Some(o.to_ascii_lowercase()),
+        None => referer_origin(),
+    };
+    match claimed {
+        Some(o) if o == public_origin => Ok(()),
+        Some(_) => Err(HttpError::CrossOrigin),
+        None if proxy::has_session_cookie(headers, cookie_name) => Err(HttpError::CrossOrigin),
+        None => Ok(()),
+    }
+}
+
+fn require_json(headers: &HeaderMap) -> Result<(), HttpError> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if is_json { Ok(()) } else { Err(HttpError::UnsupportedMediaType) }
+}
+
+/// Reads and parses a JSON request body.
+///
+/// # Errors
+/// 415 for another content type, 413 over 64 KiB, 400 for JSON that does not fit `T`.
+pub async fn read_json<T: for<'de> Deserialize<'de>>(req: Request<Incoming>) -> Result<T, HttpError> {
+    require_json(req.headers())?;
+    let bytes = proxy::read_body(req.into_body(), MAX_JSON_BYTES).await?;
+    serde_json::from_slice(&bytes).map_err(|e| HttpError::BadRequest(format!("invalid JSON body: {e}")))
+}
+
+/// A JSON response.
+pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let mut resp = Response::new(full(value.to_string()));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// The `Set-Cookie` value carrying a new session.
+pub fn session_cookie(gw: &Gateway, session: &NewSession) -> HeaderValue {
+    let max_age = session
+        .expires_at
+        .duration_since(SystemTime::now())
+        .unwrap_or_default()
+        .as_secs();
+    let secure = if gw.config.server.public_url.https { "; Secure" } else { "" };
+    let value = format!(
+        "{}={}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}",
+        gw.config.sessions.cookie_name, session.token
+    );
+    HeaderValue::from_str(&value).expect("token and cookie name are header-safe")
+}
+
+/// The `Set-Cookie` value that removes the session cookie.
+pub fn clear_cookie(gw: &Gateway) -> HeaderValue {
+    let secure = if gw.config.server.public_url.https { "; Secure" } else { "" };
+    let value = format!(
+        "{}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{secure}",
+        gw.config.sessions.cookie_name
+    );
+    HeaderValue::from_str(&value).expect("cookie name is header-safe")
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginBody {
+    email: String,
+    password: String,
+    #[serde(default)]
+    device_label: Option<String>,
+}
+
+/// The identity of a user as `/auth/login` and `/auth/session` show it.
+fn user_json(id: &str, email: &str, roles: &[String]) -> serde_json::Value {
+    json!({"id": id, "email": email, "roles": roles})
+}
+
+/// Checks an email and password: the same work, time and error whether the email is unknown,
+/// the password wrong or the user disabled. Re-hashes a good password made at another cost.
+///
+/// # Errors
+/// [`HttpError::InvalidCredentials`], 503 when hashing is overloaded or the database down.
+pub async fn check_password(gw: &Gateway, email: &str, password: &str) -> Result<users::User, HttpError> {
+    let email = users::normalize_email(email).map_err(|_| HttpError::InvalidCredentials);
+    let user = match &email {
+        Ok(e) => users::find_by_email(gw.sessions.pool(), e).await?,
+        Err(_) => None,
+    };
+    let hash = user.as_ref().and_then(|u| u.password_hash.clone());
+    let ok = gw.hasher.verify(password, hash.as_deref()).await?;
+    let user = match user {
+        Some(u) if ok && u.status == users::Status::Active => u,
+        _ => {
+            metrics::counter!("gateway_auth_outcomes_total", "flow" => "password", "outcome" => "failure").increment(1);
+            return Err(HttpError::InvalidCredentials);
+        }
+    };
+    metrics::counter!("gateway_auth_outcomes_total", "flow" => "password", "outcome" => "success").increment(1);
+    if hash.is_some_and(|h| gw.hasher.needs_rehash(&h)) {
+        let hasher = gw.hasher.clone();
+        let pool = gw.sessions.pool().clone();
+        let (email, password) = (user.email.clone(), zeroize::Zeroizing::new(password.to_string()));
+        tokio::spawn(async move {
+            match hasher.hash(&password).await {
+                Ok(new_hash) => {
+                    if let Err(e) = users::set_password_hash(&pool, &email, &new_hash).await {
+                        tracing::warn!(error = %e, "could not re-hash a password at the new cost");
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "re-hash skipped"),
+            }
+        });
+    }
+    Ok(user)
+}
+
+/// Opens a session for a user and answers with the token, the session and the user, setting
+/// the cookie.
+///
+/// # Errors
+/// 503 when the database is down.
+pub async fn start_session(
+    gw: &Gateway,
+    user: &users::User,
+    meta: &SessionMeta,
+    status: StatusCode,
+) -> Result<Response<Body>, HttpError> {
+    let session = gw.sessions.create(&user.id, meta).await?;
+    let body = json!({
+        "token": session.token,
+        "session": {"id": session.id, "created_at": rfc3339(session.created_at), "expires_at": rfc3339(session.expires_at)},
+        "user": user_json(&user.id, &user.email, &user.roles),
+    });
+    let mut resp = json_response(status, &body);
+    resp.headers_mut().append(header::SET_COOKIE, session_cookie(gw, &session));
+    Ok(resp)
+}
+
+/// What the session list shows about where a session was opened.
+pub fn session_meta(headers: &HeaderMap, ctx: &Ctx, device_label: Option<String>) -> SessionMeta {
+    SessionMeta {
+        ip_address: Some(ctx.client_ip),
+        device_label,
+        user_agent: headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_string),
+    }
+}
+
+async fn login(gw: &Gateway, req: Request<Incoming>, ctx: &mut Ctx) -> Result<Response<Body>, HttpError> {
+    check_origin(req.headers(), &gw.config.server.public_url.origin, &gw.config.sessions.cookie_name)?;
+    let headers = req.headers().clone();
+    let body: LoginBody = read_json(req).await?;
+    let user = check_password(gw, &body.email, &body.password).await?;
+    ctx.user_id = Some(user.id.clone());
+    let meta = session_meta(&headers, ctx, body.device_label);
+    start_session(gw, &user, &meta, StatusCode::OK).await
+}
+
+async fn logout(gw: &Gateway, req: Request<Incoming>, ctx: &mut Ctx) -> Result<Response<Body>, HttpError> {
+    check_origin(req.headers(), &gw.config.server.public_url.origin, &gw.config.sessions.cookie_name)?;
+    let identity = gw.authenticate(req.headers()).await?;
+    let revoked = match &identity {
+        Some(id) => {
+            ctx.user_id = Some(id.user_id.clone());
+            gw.sessions.revoke_token(id, "logout").await? > 0
+        }
+        None => false,
+    };
+    let mut resp = json_response(StatusCode::OK, &json!({"revoked": revoked}));
+    resp.headers_mut().append(header::SET_COOKIE, clear_cookie(gw));
+    Ok(resp)
+}
+
+/// The identity of the request, or 401.
+///
+/// # Errors
+/// 401 without a valid session; 503 when the store cannot answer.
+pub async fn require_identity(
+    gw: &Gateway,
+    headers: &HeaderMap,
+    ctx: &mut Ctx,
+) -> Result<std::sync::Arc<Identity>, HttpError> {
+    let identity = gw.authenticate(headers).await?.ok_or(HttpError::Unauthenticated)?;
+    ctx.user_id = Some(identity.user_id.clone());
+    Ok(identity)
+}
+
+async fn session(gw: &Gateway, req: Request<Incoming>, ctx: &mut Ctx) -> Result<Response<Body>, HttpError> {
+    let id = require_identity(gw, req.headers(), ctx).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "user": user_json(&id.user_id, &id.email, &id.roles),
+            "session": {"id": id.session_id, "created_at": rfc3339(id.created_at), "expires_at": rfc3339(id.expires_at)},
+        }),
+    ))
+}
+
+/// The original request of a forward-auth check: from `X-Original-URI` (nginx) or
+/// `X-Forwarded-Uri` (Traefik), with `X-Forwarded-Method` / `X-Original-Method`, honored only
+/// from trusted proxies.
+fn original_request(gw: &Gateway, conn: Conn, headers: &HeaderMap) -> Result<(Method, http::Uri), HttpError> {
+    let untrusted = || {
+        HttpError::BadRequest(
+            "forward-auth needs X-Original-URI or X-Forwarded-Uri from a proxy listed in server.trusted_proxies".into(),
+        )
+    };
+    if !gw.is_trusted(conn.peer.ip()) {
+        return Err(untrusted());
+    }
+    let raw = ["x-original-uri", "x-forwarded-uri"]
+        .iter()
+        .find_map(|n| headers.get(*n))
+        .ok_or_else(untrusted)?
+        .to_str()
+        .map_err(|_| HttpError::BadRequest("the original URI is not ASCII".into()))?;
+    if !raw.starts_with('/') {
+        return Err(HttpError::BadRequest("the original URI must be a path starting with /".into()));
+    }
+    let uri: http::Uri = raw
+        .parse()
+        .map_err(|_| HttpError::BadRequest("the original URI is malformed".into()))?;
+    let method = match ["x-forwarded-method", "x-original-method"].iter().find_map(|n| headers.get(*n)) {
+        Some(m) => Method::from_bytes(m.as_bytes()).map_err(|_| HttpError::BadRequest("malformed X-Forwarded-Method".into()))?,
+        None => Method::GET,
+    };
+    Ok((method, uri))
+}
+
+/// `/auth/verify`: evaluates the route policy of the original request and answers 200 with
+/// the identity headers, or 401 / 403.
+async fn verify(gw: &Gateway, conn: Conn, req: Request<Incoming>, ctx: &mut Ctx) -> Result<Response<Body>, HttpError> {
+    ctx.route = "/auth/verify".into();
+    let (method, uri) = original_request(gw, conn, req.headers())?;
+    let normalized = path::normalize(uri.path()).map_err(|e| HttpError::BadRequest(e.to_string()))?;
+    let mut resp = json_response(StatusCode::OK, &json!({"ok": true}));
+    if path::has_prefix(&normalized, "/auth") {
+        return Ok(resp);
+    }
+    let route = gw.route(&normalized).ok_or(HttpError::Forbidden)?;
+    if !route.methods.is_empty() && !route.methods.contains(&method) {
+        return Err(HttpError::MethodNotAllowed);
+    }
+    let identity = match route.auth {
+        AuthPolicy::Public => None,
+        AuthPolicy::Optional | AuthPolicy::Required => gw.authenticate(req.headers()).await?,
+    };
+    ctx.user_id = identity.as_ref().map(|i| i.user_id.clone());
+    proxy::authorize(route, identity.as_deref())?;
+    if let Some(identity) = identity {
+        let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let signing = gw
+            .config
+            .headers
+            .signing_secret
+            .as_deref()
+            .map(|key| (key, method.as_str(), path_and_query));
+        headers::inject_identity(resp.headers_mut(), &gw.names, &identity, signing, &ctx.request_id);
+    }
+    Ok(resp)
+}

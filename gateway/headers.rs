@@ -1,0 +1,449 @@
+//! Gateway-owned headers. Whatever a client sends under an identity, forwarding, request-id
+//! or signature name (in any case, with `_` for `-`) is removed from every request on every
+//! route, as are hop-by-hop headers and those named in `Connection`; only then are the
+//! gateway's own values inserted. The optional `X-Identity-Signature` lets a backend check
+//! that the identity headers came from the gateway: see [`verify_signature`].
+
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hmac::{Hmac, Mac};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use sha2::Sha256;
+
+use crate::config;
+use crate::sessions::Identity;
+
+/// Always gateway-owned, whatever the configured identity names.
+const OWNED: &[&str] = &[
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-server",
+    "x-forwarded-uri",
+    "x-forwarded-method",
+    "x-forwarded-ssl",
+    "forwarded",
+    "x-real-ip",
+    "x-client-ip",
+    "x-request-id",
+    "x-original-uri",
+    "x-original-url",
+    "x-original-method",
+    "x-rewrite-url",
+    "x-identity-timestamp",
+];
+
+/// Hop-by-hop headers (RFC 9110 section 7.6.1, plus the legacy ones).
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "http2-settings",
+];
+
+/// The identity header names and what sanitizing removes.
+#[derive(Debug, Clone)]
+pub struct Names {
+    pub user_id: HeaderName,
+    pub user_email: HeaderName,
+    pub user_roles: HeaderName,
+    pub session_id: HeaderName,
+    pub signature: HeaderName,
+    pub request_id: HeaderName,
+    /// Every owned name, lower-case with `-`: identity names and [`OWNED`].
+    owned: Vec<String>,
+}
+
+impl Names {
+    pub fn new(cfg: &config::Headers) -> Self {
+        let identity = [&cfg.user_id, &cfg.user_email, &cfg.user_roles, &cfg.session_id, &cfg.signature];
+        let mut owned: Vec<String> = identity.iter().map(|n| n.as_str().replace('_', "-")).collect();
+        owned.extend(OWNED.iter().map(|s| (*s).to_string()));
+        owned.extend(
+            ["x-user-id", "x-user-email", "x-user-roles", "x-session-id", "x-identity-signature"]
+                .iter()
+                .map(|s| (*s).to_string()),
+        );
+        owned.sort();
+        owned.dedup();
+        Names {
+            user_id: cfg.user_id.clone(),
+            user_email: cfg.user_email.clone(),
+            user_roles: cfg.user_roles.clone(),
+            session_id: cfg.session_id.clone(),
+            signature: cfg.signature.clone(),
+            request_id: HeaderName::from_static("x-request-id"),
+            owned,
+        }
+    }
+
+    /// Whether `name` is gateway-owned, in any spelling (`X_User_Id` too).
+    pub fn is_owned(&self, name: &HeaderName) -> bool {
+        let canon = name.as_str().replace('_', "-");
+        self.owned.binary_search(&canon).is_ok()
+    }
+}
+
+/// Removes hop-by-hop headers, every header named in `Connection`, and every gateway-owned
+/// header from an inbound request. With `keep_upgrade`, `Connection: upgrade` and `Upgrade`
+/// survive (a WebSocket handshake being proxied).
+///
+/// # Security
+/// Runs before any identity header is inserted, so `Connection: X-User-Id` cannot remove the
+/// gateway's own value, and a spoofed `X-User-Id` or `X_User_Id` never reaches a backend.
+pub fn sanitize_request(headers: &mut HeaderMap, names: &Names, keep_upgrade: bool) {
+    let upgrade = keep_upgrade.then(|| headers.get(header::UPGRADE).cloned()).flatten();
+    remove_connection_listed(headers);
+    for h in HOP_BY_HOP {
+        headers.remove(*h);
+    }
+    let owned: Vec<HeaderName> = headers.keys().filter(|k| names.is_owned(k)).cloned().collect();
+    for name in owned {
+        headers.remove(&name);
+    }
+    if let Some(upgrade) = upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, upgrade);
+    }
+}
+
+/// Removes hop-by-hop headers and those named in `Connection` from an upstream response.
+pub fn sanitize_response(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let upgrade = keep_upgrade.then(|| headers.get(header::UPGRADE).cloned()).flatten();
+    remove_connection_listed(headers);
+    for h in HOP_BY_HOP {
+        headers.remove(*h);
+    }
+    if let Some(upgrade) = upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, upgrade);
+    }
+}
+
+fn remove_connection_listed(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+}
+
+/// Removes the session credential from what goes upstream: the gateway cookie from `Cookie`
+/// and a `Bearer gw_...` `Authorization`. Backends get the identity headers, never the token.
+pub fn strip_credentials(headers: &mut HeaderMap, cookie_name: &str) {
+    let is_gateway_bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer_token)
+        .is_some_and(|t| t.starts_with(crate::sessions::TOKEN_PREFIX));
+    if is_gateway_bearer {
+        headers.remove(header::AUTHORIZATION);
+    }
+    let cookies: Vec<HeaderValue> = headers.get_all(header::COOKIE).iter().cloned().collect();
+    if cookies.is_empty() {
+        return;
+    }
+    headers.remove(header::COOKIE);
+    let kept: Vec<&str> = cookies
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|c| !c.is_empty() && c.split('=').next().map(str::trim) != Some(cookie_name))
+        .collect();
+    if !kept.is_empty() {
+        if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
+            headers.insert(header::COOKIE, v);
+        }
+    }
+}
+
+/// The token of an `Authorization: Bearer ...` value.
+pub fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// The value of cookie `name` in the request (the first one, if several).
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| k.trim() == name)
+        .map(|(_, v)| v.trim().trim_matches('"'))
+}
+
+/// What the gateway says about a request to the upstream.
+#[derive(Debug)]
+pub struct Forwarded<'a> {
+    pub request_id: &'a str,
+    pub client_ip: IpAddr,
+    /// The inbound `X-Forwarded-For` chain, only when the peer is a trusted proxy.
+    pub trusted_chain: Option<&'a str>,
+    pub peer_ip: IpAddr,
+    pub https: bool,
+    pub host: Option<&'a str>,
+}
+
+/// Inserts `X-Request-Id` and the `X-Forwarded-*` headers.
+pub fn inject_forwarded(headers: &mut HeaderMap, names: &Names, f: &Forwarded<'_>) {
+    if let Ok(v) = HeaderValue::from_str(f.request_id) {
+        headers.insert(names.request_id.clone(), v);
+    }
+    let chain = match f.trusted_chain {
+        Some(chain) => format!("{chain}, {}", f.peer_ip),
+        None => f.client_ip.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&chain) {
+        headers.insert(HeaderName::from_static("x-forwarded-for"), v);
+    }
+    headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static(if f.https { "https" } else { "http" }),
+    );
+    if let Some(host) = f.host.and_then(|h| HeaderValue::from_str(h).ok()) {
+        headers.insert(HeaderName::from_static("x-forwarded-host"), host);
+    }
+}
+
+/// Inserts the identity headers of a validated session, and the signature when a key is given.
+pub fn inject_identity(
+    headers: &mut HeaderMap,
+    names: &Names,
+    identity: &Identity,
+    signing: Option<(&[u8], &str, &str)>,
+    request_id: &str,
+) {
+    let session_id = identity.session_id.to_string();
+    let pairs = [
+        (&names.user_id, identity.user_id.as_str()),
+        (&names.user_email, identity.email.as_str()),
+        (&names.user_roles, identity.roles_header.as_str()),
+        (&names.session_id, session_id.as_str()),
+    ];
+    for (name, value) in pairs {
+        if let Ok(v) = HeaderValue::from_bytes(value.as_bytes()) {
+            headers.insert(name.clone(), v);
+        }
+    }
+    if let Some((key, method, path)) = signing {
+        let claims = Claims {
+            user_id: &identity.user_id,
+            email: &identity.email,
+            roles: &identity.roles_header,
+            session_id: &session_id,
+            request_id,
+            method,
+            path,
+        };
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        if let Ok(v) = HeaderValue::from_str(&sign(key, now, &claims)) {
+            headers.insert(names.signature.clone(), v);
+        }
+    }
+}
+
+/// What the signature covers.
+#[derive(Debug, Clone, Copy)]
+pub struct Claims<'a> {
+    pub user_id: &'a str,
+    pub email: &'a str,
+    pub roles: &'a str,
+    pub session_id: &'a str,
+    pub request_id: &'a str,
+    pub method: &'a str,
+    /// Path and query as the upstream receives them.
+    pub path: &'a str,
+}
+
+fn mac(key: &[u8], timestamp: u64, c: &Claims<'_>) -> Hmac<Sha256> {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC accepts any key length");
+    let fields = [
+        "gw-identity-v1",
+        &timestamp.to_string(),
+        c.user_id,
+        c.email,
+        c.roles,
+        c.session_id,
+        c.request_id,
+        c.method,
+        c.path,
+    ];
+    for f in fields {
+        mac.update(f.as_bytes());
+        mac.update(b"\n");
+    }
+    mac
+}
+
+/// The `X-Identity-Signature` value: `t=<unix seconds>,v1=<hex HMAC-SHA256>` over the
+/// newline-joined fields `gw-identity-v1`, t, user id, email, roles, session id, request id,
+/// method, path (with query), each followed by `\n`.
+pub fn sign(key: &[u8], timestamp: u64, claims: &Claims<'_>) -> String {
+    let tag = mac(key, timestamp, claims).finalize().into_bytes();
+    let hex: String = tag.iter().map(|b| format!("{b:02x}")).collect();
+    format!("t={timestamp},v1={hex}")
+}
+
+/// For backends: checks an `X-Identity-Signature` value against the identity headers it
+/// received, with the shared key, refusing signatures older than `max_age` (or from more than
+/// `max_age` in the future). Compares in constant time.
+pub fn verify_signature(key: &[u8], value: &str, claims: &Claims<'_>, now: SystemTime, max_age: Duration) -> bool {
+    let mut timestamp = None;
+    let mut tag = None;
+    for part in value.split(',') {
+        match part.trim().split_once('=') {
+            Some(("t", t)) => timestamp = t.parse::<u64>().ok(),
+            Some(("v1", v)) => tag = decode_hex(v),
+            _ => {}
+        }
+    }
+    let (Some(timestamp), Some(tag)) = (timestamp, tag) else {
+        return false;
+    };
+    let now = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    if now.abs_diff(timestamp) > max_age.as_secs() {
+        return false;
+    }
+    mac(key, timestamp, claims).verify_slice(&tag).is_ok()
+}
+
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names() -> Names {
+        let raw = config::Config::load(None, Vec::new()).unwrap();
+        Names::new(&raw.headers)
+    }
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn spoofed_identity_headers_are_removed_in_every_spelling() {
+        let mut h = map(&[
+            ("X-User-Id", "admin"),
+            ("x_user_id", "admin"),
+            ("X_USER_EMAIL", "a@b.c"),
+            ("x-user-roles", "admin"),
+            ("x-session-id", "s"),
+            ("x-identity-signature", "t=1,v1=00"),
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x_forwarded_host", "evil"),
+            ("forwarded", "for=1.2.3.4"),
+            ("x-real-ip", "1.2.3.4"),
+            ("x-request-id", "mine"),
+            ("x-original-uri", "/admin"),
+            ("accept", "text/html"),
+        ]);
+        sanitize_request(&mut h, &names(), false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("accept"));
+    }
+
+    #[test]
+    fn connection_listed_headers_go_before_injection() {
+        let mut h = map(&[
+            ("connection", "keep-alive, X-User-Id, x-custom"),
+            ("x-custom", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("upgrade", "h2c"),
+            ("x-kept", "1"),
+        ]);
+        sanitize_request(&mut h, &names(), false);
+        assert_eq!(h.keys().map(HeaderName::as_str).collect::<Vec<_>>(), ["x-kept"]);
+    }
+
+    #[test]
+    fn websocket_upgrade_survives_when_asked() {
+        let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket"), ("x-user-id", "x")]);
+        sanitize_request(&mut h, &names(), true);
+        assert_eq!(h.get("upgrade").unwrap(), "websocket");
+        assert_eq!(h.get("connection").unwrap(), "upgrade");
+        assert!(!h.contains_key("x-user-id"));
+    }
+
+    #[test]
+    fn credentials_are_not_forwarded() {
+        let mut h = map(&[
+            ("cookie", "a=1; __Host-gw_session=gw_secret; b=2"),
+            ("cookie", "__Host-gw_session=gw_other"),
+            ("authorization", "Bearer gw_secret"),
+        ]);
+        strip_credentials(&mut h, "__Host-gw_session");
+        assert_eq!(h.get("cookie").unwrap(), "a=1; b=2");
+        assert!(!h.contains_key("authorization"));
+        let mut h = map(&[("authorization", "Basic abc")]);
+        strip_credentials(&mut h, "__Host-gw_session");
+        assert!(h.contains_key("authorization"), "foreign credentials pass through");
+    }
+
+    #[test]
+    fn cookies_and_bearer_are_read() {
+        let h = map(&[("cookie", "a=1; __Host-gw_session=gw_x")]);
+        assert_eq!(cookie(&h, "__Host-gw_session"), Some("gw_x"));
+        assert_eq!(cookie(&h, "b"), None);
+        assert_eq!(bearer_token("Bearer gw_x"), Some("gw_x"));
+        assert_eq!(bearer_token("bearer  gw_x "), Some("gw_x"));
+        assert_eq!(bearer_token("Basic x"), None);
+    }
+
+    #[test]
+    fn signatures_verify_and_bind_every_field() {
+        let key = b"0123456789abcdef0123456789abcdef";
+        let c = Claims {
+            user_id: "u1",
+            email: "a@example.com",
+            roles: "admin",
+            session_id: "s1",
+            request_id: "r1",
+            method: "GET",
+            path: "/x?y=1",
+        };
+        let now = SystemTime::now();
+        let ts = now.duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let v = sign(key, ts, &c);
+        let max = Duration::from_secs(60);
+        assert!(verify_signature(key, &v, &c, now, max));
+        assert!(!verify_signature(b"another key of thirty-two bytes!", &v, &c, now, max));
+        assert!(!verify_signature(key, &v, &Claims { roles: "admin,root", ..c }, now, max));
+        assert!(!verify_signature(key, &v, &Claims { path: "/other", ..c }, now, max));
+        assert!(!verify_signature(key, &v, &c, now + Duration::from_secs(120), max), "too old");
+        assert!(!verify_signature(key, "t=1,v1=zz", &c, now, max));
+        assert!(!verify_signature(key, "", &c, now, max));
+    }
+}

@@ -1,0 +1,446 @@
+//! The request phases, in order: early checks → route → authenticate → authorize → dispatch
+//! (`/auth/*` or upstream) → upstream request (strip, then inject identity headers) → forward
+//! → response → one log line. [`handle`] turns any error into a response exactly once;
+//! the phases use `?` freely.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
+use http_body_util::{BodyExt, Empty, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+use crate::config::{AuthPolicy, Config, Route};
+use crate::error::HttpError;
+use crate::headers::{self, Names};
+use crate::password::Hasher;
+use crate::sessions::{Identity, Sessions};
+use crate::upstream::{Upstream, UpstreamError};
+use crate::{endpoints, path};
+
+/// Boxed errors of streamed bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Every response body the gateway produces or relays.
+pub type Body = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+
+/// A complete body.
+pub fn full(data: impl Into<Bytes>) -> Body {
+    Full::new(data.into()).map_err(|never| match never {}).boxed()
+}
+
+/// An empty body.
+pub fn empty() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed()
+}
+
+/// Everything the request path shares, built once at start.
+pub struct Gateway {
+    pub config: Config,
+    /// Routes, longest prefix first.
+    pub routes: Vec<Route>,
+    pub names: Names,
+    pub sessions: Sessions,
+    pub hasher: Hasher,
+    pub upstream: Upstream,
+}
+
+impl Gateway {
+    pub fn new(config: Config, sessions: Sessions) -> Self {
+        let mut routes = config.routes.clone();
+        routes.sort_by(|a, b| b.path_prefix.len().cmp(&a.path_prefix.len()));
+        Gateway {
+            names: Names::new(&config.headers),
+            hasher: Hasher::new(config.auth.bcrypt_cost, config.auth.bcrypt_concurrency, config.auth.bcrypt_queue),
+            upstream: Upstream::new(&config.upstream),
+            routes,
+            sessions,
+            config,
+        }
+    }
+
+    /// The route for a normalized path: the longest matching prefix.
+    pub fn route(&self, normalized: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| path::has_prefix(normalized, &r.path_prefix))
+    }
+
+    /// Whether `ip` is a configured trusted proxy.
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.config.server.trusted_proxies.iter().any(|n| n.contains(ip))
+    }
+
+    /// The client address: the peer, or, when the peer is a trusted proxy, the right-most
+    /// untrusted address of `X-Forwarded-For`.
+    pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        if !self.is_trusted(peer) {
+            return peer;
+        }
+        let chain: Vec<IpAddr> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|a| a.trim().parse().ok())
+            .collect();
+        chain.into_iter().rev().find(|ip| !self.is_trusted(*ip)).unwrap_or(peer)
+    }
+
+    /// Finds and checks the session presented by a request: `Authorization: Bearer gw_...`
+    /// first, else the session cookie.
+    ///
+    /// # Errors
+    /// 503 when the session store cannot answer a cache miss.
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Option<Arc<Identity>>, HttpError> {
+        let Some(token) = presented_token(headers, &self.config.sessions.cookie_name) else {
+            return Ok(None);
+        };
+        Ok(self.sessions.validate(token).await?)
+    }
+}
+
+/// The token a request presents, and how.
+pub fn presented_token<'a>(headers: &'a HeaderMap, cookie_name: &str) -> Option<&'a str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(headers::bearer_token)
+        .or_else(|| headers::cookie(headers, cookie_name))
+}
+
+/// Whether the request carries the session cookie (so needs the CSRF check on state changes).
+pub fn has_session_cookie(headers: &HeaderMap, cookie_name: &str) -> bool {
+    headers::cookie(headers, cookie_name).is_some()
+}
+
+/// The connection a request came in on.
+#[derive(Debug, Clone, Copy)]
+pub struct Conn {
+    pub peer: SocketAddr,
+    pub https: bool,
+}
+
+/// What the log line and the metrics need about a request.
+#[derive(Debug)]
+pub struct Ctx {
+    pub request_id: String,
+    pub route: String,
+    pub user_id: Option<String>,
+    pub client_ip: IpAddr,
+}
+
+/// Serves one request: never fails, every error becomes its JSON response here.
+pub async fn handle(gw: Arc<Gateway>, conn: Conn, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let mut ctx = Ctx {
+        request_id: uuid::Uuid::new_v4().to_string(),
+        route: "-".into(),
+        user_id: None,
+        client_ip: gw.client_ip(conn.peer.ip(), req.headers()),
+    };
+    let response = match handle_inner(&gw, conn, req, &mut ctx).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            if let Some(cause) = e.internal_cause() {
+                tracing::warn!(request_id = %ctx.request_id, error = %cause, "request failed");
+            }
+            e.into_response()
+        }
+    };
+    let mut response = response;
+    if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    metrics::counter!("gateway_requests_total", "route" => ctx.route.clone(), "status" => status.to_string())
+        .increment(1);
+    metrics::histogram!("gateway_request_duration_seconds", "route" => ctx.route.clone()).record(elapsed.as_secs_f64());
+    tracing::info!(
+        target: "access",
+        request_id = %ctx.request_id,
+        method = %method,
+        route = %ctx.route,
+        status,
+        user_id = ctx.user_id.as_deref().unwrap_or("-"),
+        client_ip = %ctx.client_ip,
+        latency_ms = elapsed.as_secs_f64() * 1000.0,
+    );
+    Ok(response)
+}
+
+async fn handle_inner(
+    gw: &Gateway,
+    conn: Conn,
+    req: Request<Incoming>,
+    ctx: &mut Ctx,
+) -> Result<Response<Body>, HttpError> {
+    // 1. Early checks.
+    let normalized = path::normalize(req.uri().path()).map_err(|e| HttpError::BadRequest(e.to_string()))?;
+    check_body_length(req.headers(), gw.config.server.max_body_bytes)?;
+
+    // 5a. Dispatch: the gateway's own endpoints.
+    if path::has_prefix(&normalized, "/auth") {
+        ctx.route = "/auth".into();
+        return endpoints::handle(gw, conn, req, &normalized, ctx).await;
+    }
+
+    // 2. Route.
+    let route = gw.route(&normalized).ok_or(HttpError::NotFound)?;
+    ctx.route = if route.path_prefix.is_empty() { "/".into() } else { route.path_prefix.clone() };
+    if !route.methods.is_empty() && !route.methods.contains(req.method()) {
+        return Err(HttpError::MethodNotAllowed);
+    }
+
+    // 3. Authenticate (public routes never look at credentials).
+    let identity = match route.auth {
+        AuthPolicy::Public => None,
+        AuthPolicy::Optional | AuthPolicy::Required => gw.authenticate(req.headers()).await?,
+    };
+    ctx.user_id = identity.as_ref().map(|i| i.user_id.clone());
+
+    // 4. Authorize.
+    match authorize(route, identity.as_deref()) {
+        Err(HttpError::Unauthenticated) if is_browser_navigation(req.method(), req.headers()) => {
+            return Err(HttpError::LoginRedirect(login_location(req.uri())));
+        }
+        other => other?,
+    }
+
+    // 6-8. Upstream request, forward, response.
+    forward(gw, conn, req, route, &normalized, identity.as_deref(), ctx).await
+}
+
+/// Refuses a declared body over the limit before reading any of it.
+fn check_body_length(headers: &HeaderMap, max: u64) -> Result<(), HttpError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(n) if n > max => Err(HttpError::PayloadTooLarge),
+        _ => Ok(()),
+    }
+}
+
+/// Applies a route's policy to the identity (or its absence).
+///
+/// # Errors
+/// [`HttpError::Unauthenticated`] (401) and [`HttpError::Forbidden`] (403).
+pub fn authorize(route: &Route, identity: Option<&Identity>) -> Result<(), HttpError> {
+    match (route.auth, identity) {
+        (AuthPolicy::Public | AuthPolicy::Optional, _) => Ok(()),
+        (AuthPolicy::Required, None) => Err(HttpError::Unauthenticated),
+        (AuthPolicy::Required, Some(id)) if !id.has_any_role(&route.roles) => Err(HttpError::Forbidden),
+        (AuthPolicy::Required, Some(_)) => Ok(()),
+    }
+}
+
+/// A top-level browser navigation: GET or HEAD that accepts HTML.
+pub fn is_browser_navigation(method: &Method, headers: &HeaderMap) -> bool {
+    (method == Method::GET || method == Method::HEAD)
+        && headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.contains("text/html"))
+}
+
+/// `/auth/login?return_to=<path and query>`: always a same-origin relative path.
+pub fn login_location(uri: &Uri) -> String {
+    let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let encoded = percent_encoding::utf8_percent_encode(target, percent_encoding::NON_ALPHANUMERIC);
+    format!("/auth/login?return_to={encoded}")
+}
+
+fn is_websocket_upgrade(req: &Request<Incoming>) -> bool {
+    let h = req.headers();
+    let connection_upgrade = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    let websocket = h
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    req.version() == http::Version::HTTP_11 && connection_upgrade && websocket
+}
+
+/// The URI the upstream receives: its base, the normalized path (less the prefix when
+/// `strip_prefix`), and the query exactly as received.
+fn upstream_uri(route: &Route, normalized: &str, query: Option<&str>) -> Result<Uri, HttpError> {
+    let mut path = normalized;
+    if route.strip_prefix {
+        path = &normalized[route.path_prefix.len()..];
+    }
+    let base = route.upstream.path().trim_end_matches('/');
+    let path = if path.is_empty() { "/" } else { path };
+    let mut target = String::with_capacity(base.len() + path.len() + query.map_or(0, |q| q.len() + 1));
+    target.push_str(base);
+    if !path.starts_with('/') {
+        target.push('/');
+    }
+    target.push_str(path);
+    if let Some(q) = query {
+        target.push('?');
+        target.push_str(q);
+    }
+    let mut parts = route.upstream.clone().into_parts();
+    parts.path_and_query = Some(target.parse().map_err(|_| HttpError::BadRequest("invalid request target".into()))?);
+    Uri::from_parts(parts).map_err(|e| HttpError::Internal(e.to_string()))
+}
+
+async fn forward(
+    gw: &Gateway,
+    conn: Conn,
+    mut req: Request<Incoming>,
+    route: &Route,
+    normalized: &str,
+    identity: Option<&Identity>,
+    ctx: &Ctx,
+) -> Result<Response<Body>, HttpError> {
+    let websocket = is_websocket_upgrade(&req);
+    let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
+    let uri = upstream_uri(route, normalized, req.uri().query())?;
+    let host = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string));
+    let peer_ip = conn.peer.ip();
+    let trusted_chain = gw
+        .is_trusted(peer_ip)
+        .then(|| req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok()).map(str::to_string))
+        .flatten();
+
+    let (mut parts, body) = req.into_parts();
+    // 6. Upstream request: strip first, then inject.
+    headers::sanitize_request(&mut parts.headers, &gw.names, websocket);
+    headers::strip_credentials(&mut parts.headers, &gw.config.sessions.cookie_name);
+    parts.headers.remove(header::HOST);
+    headers::inject_forwarded(
+        &mut parts.headers,
+        &gw.names,
+        &headers::Forwarded {
+            request_id: &ctx.request_id,
+            client_ip: ctx.client_ip,
+            trusted_chain: trusted_chain.as_deref(),
+            peer_ip,
+            https: conn.https,
+            host: host.as_deref(),
+        },
+    );
+    if let Some(identity) = identity {
+        let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let signing = gw
+            .config
+            .headers
+            .signing_secret
+            .as_deref()
+            .map(|key| (key, parts.method.as_str(), path_and_query));
+        headers::inject_identity(&mut parts.headers, &gw.names, identity, signing, &ctx.request_id);
+    }
+    parts.uri = uri;
+    parts.version = http::Version::HTTP_11;
+    let limited = Limited::new(body, usize::try_from(gw.config.server.max_body_bytes).unwrap_or(usize::MAX));
+    let upstream_req = Request::from_parts(parts, limited.boxed());
+
+    // 7. Forward.
+    let mut resp = gw.upstream.forward(upstream_req).await.map_err(|e| {
+        metrics::counter!("gateway_upstream_errors_total", "kind" => match e {
+            UpstreamError::Timeout => "timeout",
+            UpstreamError::Unreachable(_) => "unreachable",
+            UpstreamError::BodyTooLarge => "body_too_large",
+        })
+        .increment(1);
+        match e {
+            UpstreamError::Timeout => HttpError::GatewayTimeout,
+            UpstreamError::BodyTooLarge => HttpError::PayloadTooLarge,
+            UpstreamError::Unreachable(cause) => HttpError::BadGateway(cause),
+        }
+    })?;
+
+    // 8. Response.
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_upgrade) = client_upgrade {
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            tokio::spawn(tunnel(client_upgrade, upstream_upgrade));
+            let (mut parts, _) = resp.into_parts();
+            headers::sanitize_response(&mut parts.headers, true);
+            return Ok(Response::from_parts(parts, empty()));
+        }
+        return Err(HttpError::BadGateway("upstream switched protocols unasked".into()));
+    }
+    let (mut parts, body) = resp.into_parts();
+    headers::sanitize_response(&mut parts.headers, false);
+    Ok(Response::from_parts(parts, body.map_err(BoxError::from).boxed()))
+}
+
+async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(error = %e, "websocket upgrade failed");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    metrics::gauge!("gateway_websocket_tunnels").increment(1.0);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        tracing::debug!(error = %e, "websocket tunnel closed");
+    }
+    metrics::gauge!("gateway_websocket_tunnels").decrement(1.0);
+}
+
+/// Reads a whole request body up to `max` bytes (for the gateway's own JSON endpoints).
+///
+/// # Errors
+/// 413 over the limit, 400 when the body cannot be read.
+pub async fn read_body(body: Incoming, max: usize) -> Result<Bytes, HttpError> {
+    match Limited::new(body, max).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(HttpError::PayloadTooLarge),
+        Err(e) => Err(HttpError::BadRequest(format!("cannot read the request body: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(prefix: &str, upstream: &str, strip: bool) -> Route {
+        Route {
+            path_prefix: prefix.into(),
+            upstream: upstream.parse().unwrap(),
+            auth: AuthPolicy::Required,
+            roles: vec![],
+            methods: vec![],
+            strip_prefix: strip,
+        }
+    }
+
+    #[test]
+    fn upstream_uris() {
+        let r = route("/api", "http://127.0.0.1:9000", false);
+        assert_eq!(upstream_uri(&r, "/api/x", Some("a=1")).unwrap(), "http://127.0.0.1:9000/api/x?a=1");
+        let r = route("/api", "http://127.0.0.1:9000", true);
+        assert_eq!(upstream_uri(&r, "/api/x", None).unwrap(), "http://127.0.0.1:9000/x");
+        assert_eq!(upstream_uri(&r, "/api", None).unwrap(), "http://127.0.0.1:9000/");
+        let r = route("/api", "http://127.0.0.1:9000/base/", true);
+        assert_eq!(upstream_uri(&r, "/api/x", None).unwrap(), "http://127.0.0.1:9000/base/x");
+    }
+
+    #[test]
+    fn login_location_is_relative_and_encoded() {
+        let uri: Uri = "/a/b?x=1&y=//evil".parse().unwrap();
+        let loc = login_location(&uri);
+        assert!(loc.starts_with("/auth/login?return_to=%2Fa%2Fb%3Fx%3D1"), "{loc}");
+        assert!(!loc.contains("//"));
+    }
+}

@@ -1,0 +1,76 @@
+//! The pooled HTTP/1.1 client to the upstreams: connect and response-header timeouts, bodies
+//! streamed both ways, failures sorted into 502 (cannot connect, reset) and 504 (too slow).
+
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::config;
+use crate::proxy::Body;
+
+/// Why forwarding failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// No connection could be made, or it broke before a response: 502.
+    #[error("upstream unreachable: {0}")]
+    Unreachable(String),
+    /// No response headers within `upstream.response_timeout`: 504.
+    #[error("upstream timed out")]
+    Timeout,
+    /// The client sent more than `server.max_body_bytes`: 413.
+    #[error("request body too large")]
+    BodyTooLarge,
+}
+
+/// The shared upstream client.
+#[derive(Clone)]
+pub struct Upstream {
+    client: Client<HttpConnector, Body>,
+    response_timeout: Duration,
+}
+
+impl Upstream {
+    pub fn new(cfg: &config::Upstream) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(cfg.connect_timeout));
+        connector.set_nodelay(true);
+        connector.enforce_http(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(cfg.pool_idle_timeout)
+            .pool_max_idle_per_host(cfg.pool_max_idle_per_host)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector);
+        Upstream {
+            client,
+            response_timeout: cfg.response_timeout,
+        }
+    }
+
+    /// Sends `req` (absolute URI, HTTP/1.1) and waits for the response headers.
+    ///
+    /// # Errors
+    /// [`UpstreamError`], which the caller maps to 502, 504 or 413.
+    pub async fn forward(&self, req: Request<Body>) -> Result<Response<Incoming>, UpstreamError> {
+        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
+            Err(_) => Err(UpstreamError::Timeout),
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(classify(&e)),
+        }
+    }
+}
+
+fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return UpstreamError::BodyTooLarge;
+        }
+        source = s.source();
+    }
+    UpstreamError::Unreachable(e.to_string())
+}
