@@ -29,7 +29,9 @@ pub fn install_metrics() -> &'static PrometheusHandle {
             .build_recorder();
         let handle = recorder.handle();
         if metrics::set_global_recorder(recorder).is_err() {
-            tracing::warn!("a metrics recorder was already installed; /metrics shows only this handle");
+            tracing::warn!(
+                "a metrics recorder was already installed; /metrics shows only this handle"
+            );
         }
         handle
     })
@@ -55,7 +57,8 @@ pub async fn serve(listener: TcpListener, gw: Arc<Gateway>) {
 fn text(status: StatusCode, body: String, content_type: &'static str) -> Response<Body> {
     let mut resp = Response::new(full(body));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp
 }
 
@@ -64,22 +67,30 @@ async fn respond(gw: Arc<Gateway>, req: Request<Incoming>) -> Result<Response<Bo
         "/healthz" => text(StatusCode::OK, "ok\n".into(), "text/plain"),
         "/readyz" => match migrate::ensure_current(gw.sessions.pool()).await {
             Ok(()) => text(StatusCode::OK, "ready\n".into(), "text/plain"),
-            Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {e}\n"), "text/plain"),
+            Err(e) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {e}\n"),
+                "text/plain",
+            ),
         },
         "/metrics" => {
-            record_gauges(&gw);
-            text(StatusCode::OK, install_metrics().render(), "text/plain; version=0.0.4")
+            record_gauges(&gw).await;
+            text(
+                StatusCode::OK,
+                install_metrics().render(),
+                "text/plain; version=0.0.4",
+            )
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n".into(), "text/plain"),
     })
 }
 
-fn record_gauges(gw: &Gateway) {
+async fn record_gauges(gw: &Gateway) {
     let pool = gw.sessions.pool().status();
     metrics::gauge!("gateway_db_pool_connections", "state" => "in_use")
         .set((pool.size.saturating_sub(pool.available)) as f64);
     metrics::gauge!("gateway_db_pool_connections", "state" => "idle").set(pool.available as f64);
     metrics::gauge!("gateway_db_pool_waiting").set(pool.waiting as f64);
-    metrics::gauge!("gateway_session_cache_entries").set(gw.sessions.cached_entries() as f64);
+    metrics::gauge!("gateway_session_cache_entries").set(gw.sessions.cached_entries().await as f64);
     metrics::gauge!("gateway_bcrypt_queue_depth").set(gw.hasher.depth() as f64);
 }

@@ -102,7 +102,12 @@ pub enum UserCommand {
 pub enum SessionsCommand {
     /// Revoke every session of a user, or one session.
     Revoke {
-        #[arg(long, value_name = "EMAIL", required_unless_present = "session_id", conflicts_with = "session_id")]
+        #[arg(
+            long,
+            value_name = "EMAIL",
+            required_unless_present = "session_id",
+            conflicts_with = "session_id"
+        )]
         user_email: Option<String>,
         #[arg(long, value_name = "ID")]
         session_id: Option<uuid::Uuid>,
@@ -142,7 +147,13 @@ impl From<users::UserError> for Failure {
 
 impl From<migrate::MigrateError> for Failure {
     fn from(e: migrate::MigrateError) -> Self {
-        Failure::op(e)
+        use migrate::MigrateError as M;
+        match e {
+            M::ChecksumMismatch { .. } | M::UnknownApplied { .. } | M::NoSuchVersion(_) => {
+                Failure::config(e)
+            }
+            M::Failed { .. } | M::Db(_) => Failure::op(e),
+        }
     }
 }
 
@@ -223,10 +234,15 @@ async fn run_migrate(config: &Config, command: MigrateCommand) -> Result<(), Fai
         MigrateCommand::Status => {
             let status = migrate::status(&pool).await?;
             println!("{status}");
-            if status.entries.iter().any(|(_, s)| matches!(s, migrate::State::ChecksumMismatch { .. }))
+            if status
+                .entries
+                .iter()
+                .any(|(_, s)| matches!(s, migrate::State::ChecksumMismatch { .. }))
                 || !status.unknown.is_empty()
             {
-                return Err(Failure::config("the applied migrations do not match this binary (see above)"));
+                return Err(Failure::config(
+                    "the applied migrations do not match this binary (see above)",
+                ));
             }
         }
     }
@@ -249,7 +265,11 @@ fn read_password_stdin() -> Result<String, Failure> {
 }
 
 fn hasher(config: &Config) -> password::Hasher {
-    password::Hasher::new(config.auth.bcrypt_cost, config.auth.bcrypt_concurrency, config.auth.bcrypt_queue)
+    password::Hasher::new(
+        config.auth.bcrypt_cost,
+        config.auth.bcrypt_concurrency,
+        config.auth.bcrypt_queue,
+    )
 }
 
 async fn run_user(config: &Config, command: UserCommand) -> Result<(), Failure> {
@@ -282,7 +302,12 @@ async fn run_user(config: &Config, command: UserCommand) -> Result<(), Failure> 
                 },
             )
             .await?;
-            println!("created user {} <{}> roles [{}]", user.id, user.email, user.roles.join(","));
+            println!(
+                "created user {} <{}> roles [{}]",
+                user.id,
+                user.email,
+                user.roles.join(",")
+            );
         }
         UserCommand::AddRole(a) => {
             let pool = db::connect(&config.database)?;

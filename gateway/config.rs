@@ -358,11 +358,15 @@ impl IpNet {
         };
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u128::from(net) & mask == u128::from(ip) & mask
             }
             _ => false,
@@ -546,7 +550,10 @@ impl Config {
         path: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        let source_name = path.map_or_else(|| "built-in defaults".to_string(), |p| p.display().to_string());
+        let source_name = path.map_or_else(
+            || "built-in defaults".to_string(),
+            |p| p.display().to_string(),
+        );
         let fail = |problems| ConfigError {
             source_name: source_name.clone(),
             problems,
@@ -573,9 +580,14 @@ impl Config {
         let config = Config {
             server: v.server(&raw.server),
             upstream: Upstream {
-                connect_timeout: v.duration("upstream.connect_timeout", &raw.upstream.connect_timeout),
-                response_timeout: v.duration("upstream.response_timeout", &raw.upstream.response_timeout),
-                pool_idle_timeout: v.duration("upstream.pool_idle_timeout", &raw.upstream.pool_idle_timeout),
+                connect_timeout: v
+                    .duration("upstream.connect_timeout", &raw.upstream.connect_timeout),
+                response_timeout: v
+                    .duration("upstream.response_timeout", &raw.upstream.response_timeout),
+                pool_idle_timeout: v.duration(
+                    "upstream.pool_idle_timeout",
+                    &raw.upstream.pool_idle_timeout,
+                ),
                 pool_max_idle_per_host: v.count(
                     "upstream.pool_max_idle_per_host",
                     raw.upstream.pool_max_idle_per_host,
@@ -684,7 +696,9 @@ fn apply_override(tree: &mut toml::Table, var: &str, value: &str) -> Result<(), 
         return Err("expected GATEWAY_SECTION__KEY".into());
     };
     let Some(toml::Value::Table(table)) = tree.get_mut(section) else {
-        return Err(format!("no config section `[{section}]` can be set from the environment"));
+        return Err(format!(
+            "no config section `[{section}]` can be set from the environment"
+        ));
     };
     let typed = match table.get(key) {
         Some(toml::Value::String(_)) => toml::Value::String(value.to_string()),
@@ -696,7 +710,11 @@ fn apply_override(tree: &mut toml::Table, var: &str, value: &str) -> Result<(), 
         Some(toml::Value::Boolean(_)) => match value.trim() {
             "true" | "1" => toml::Value::Boolean(true),
             "false" | "0" => toml::Value::Boolean(false),
-            _ => return Err(format!("`{section}.{key}` takes true or false, got `{value}`")),
+            _ => {
+                return Err(format!(
+                    "`{section}.{key}` takes true or false, got `{value}`"
+                ));
+            }
         },
         Some(toml::Value::Array(_)) => parse_toml_literal(value).unwrap_or_else(|| {
             toml::Value::Array(
@@ -708,7 +726,11 @@ fn apply_override(tree: &mut toml::Table, var: &str, value: &str) -> Result<(), 
                     .collect(),
             )
         }),
-        Some(_) => return Err(format!("`{section}.{key}` cannot be set from the environment")),
+        Some(_) => {
+            return Err(format!(
+                "`{section}.{key}` cannot be set from the environment"
+            ));
+        }
         // Optional keys are absent from the re-encoded tree; the struct decides their type.
         None => toml::Value::String(value.to_string()),
     };
@@ -726,8 +748,9 @@ fn parse_toml_literal(value: &str) -> Option<toml::Value> {
 /// # Errors
 /// A message with the accepted forms.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim())
-        .map_err(|_| format!("`{s}` is not a duration; write it like \"500ms\", \"30s\", \"15m\" or \"30d\""))
+    humantime::parse_duration(s.trim()).map_err(|_| {
+        format!("`{s}` is not a duration; write it like \"500ms\", \"30s\", \"15m\" or \"30d\"")
+    })
 }
 
 #[derive(Default)]
@@ -812,12 +835,24 @@ impl Validator {
             admin_listen: self.addr("server.admin_listen", &raw.admin_listen),
             public_url,
             trusted_proxies,
-            max_connections: self.count("server.max_connections", raw.max_connections, 1, 10_000_000),
-            max_header_bytes: self.count("server.max_header_bytes", raw.max_header_bytes, 1024, 1 << 20),
+            max_connections: self.count(
+                "server.max_connections",
+                raw.max_connections,
+                1,
+                10_000_000,
+            ),
+            max_header_bytes: self.count(
+                "server.max_header_bytes",
+                raw.max_header_bytes,
+                1024,
+                1 << 20,
+            ),
             max_headers: self.count("server.max_headers", raw.max_headers, 8, 1000),
             max_body_bytes: raw.max_body_bytes,
-            header_read_timeout: self.positive_duration("server.header_read_timeout", &raw.header_read_timeout),
-            tls_handshake_timeout: self.positive_duration("server.tls_handshake_timeout", &raw.tls_handshake_timeout),
+            header_read_timeout: self
+                .positive_duration("server.header_read_timeout", &raw.header_read_timeout),
+            tls_handshake_timeout: self
+                .positive_duration("server.tls_handshake_timeout", &raw.tls_handshake_timeout),
             shutdown_grace: self.duration("server.shutdown_grace", &raw.shutdown_grace),
             h2_max_concurrent_streams: u32::try_from(self.count(
                 "server.h2_max_concurrent_streams",
@@ -837,7 +872,10 @@ impl Validator {
         let uri: http::Uri = match value.parse() {
             Ok(u) => u,
             Err(_) => {
-                self.problem("server.public_url", format!("`{value}` is not a URL; write it like \"https://auth.example.com\""));
+                self.problem(
+                    "server.public_url",
+                    format!("`{value}` is not a URL; write it like \"https://auth.example.com\""),
+                );
                 return fallback;
             }
         };
@@ -845,16 +883,25 @@ impl Validator {
             Some("https") => true,
             Some("http") => false,
             _ => {
-                self.problem("server.public_url", "must start with https:// (or http:// for local development)");
+                self.problem(
+                    "server.public_url",
+                    "must start with https:// (or http:// for local development)",
+                );
                 return fallback;
             }
         };
         let Some(authority) = uri.authority() else {
-            self.problem("server.public_url", "must name a host, like \"https://auth.example.com\"");
+            self.problem(
+                "server.public_url",
+                "must name a host, like \"https://auth.example.com\"",
+            );
             return fallback;
         };
         if uri.path() != "/" && !uri.path().is_empty() || uri.query().is_some() {
-            self.problem("server.public_url", "must be an origin only (scheme, host, port), without a path");
+            self.problem(
+                "server.public_url",
+                "must be an origin only (scheme, host, port), without a path",
+            );
         }
         let scheme = if https { "https" } else { "http" };
         PublicUrl {
@@ -873,9 +920,12 @@ impl Validator {
         Database {
             url: raw.url.clone(),
             max_connections: self.count("database.max_connections", raw.max_connections, 1, 10_000),
-            pool_wait_timeout: self.positive_duration("database.pool_wait_timeout", &raw.pool_wait_timeout),
-            connect_timeout: self.positive_duration("database.connect_timeout", &raw.connect_timeout),
-            statement_timeout: self.positive_duration("database.statement_timeout", &raw.statement_timeout),
+            pool_wait_timeout: self
+                .positive_duration("database.pool_wait_timeout", &raw.pool_wait_timeout),
+            connect_timeout: self
+                .positive_duration("database.connect_timeout", &raw.connect_timeout),
+            statement_timeout: self
+                .positive_duration("database.statement_timeout", &raw.statement_timeout),
         }
     }
 
@@ -887,31 +937,52 @@ impl Validator {
             touch_interval: self.positive_duration("sessions.touch_interval", &raw.touch_interval),
             touch_queue: self.count("sessions.touch_queue", raw.touch_queue, 1, 10_000_000),
             cache_ttl: self.positive_duration("sessions.cache_ttl", &raw.cache_ttl),
-            cache_capacity: self.count("sessions.cache_capacity", raw.cache_capacity, 1, 100_000_000) as u64,
+            cache_capacity: self.count(
+                "sessions.cache_capacity",
+                raw.cache_capacity,
+                1,
+                100_000_000,
+            ) as u64,
             negative_ttl: self.positive_duration("sessions.negative_ttl", &raw.negative_ttl),
-            revocation_poll: self.positive_duration("sessions.revocation_poll", &raw.revocation_poll),
-            revocation_overlap: self.duration("sessions.revocation_overlap", &raw.revocation_overlap),
+            revocation_poll: self
+                .positive_duration("sessions.revocation_poll", &raw.revocation_poll),
+            revocation_overlap: self
+                .duration("sessions.revocation_overlap", &raw.revocation_overlap),
         };
         let name_ok = !s.cookie_name.is_empty()
-            && s
-                .cookie_name
+            && s.cookie_name
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
         if !name_ok {
-            self.problem("sessions.cookie_name", "must be a cookie token (letters, digits, - _ . and the like)");
+            self.problem(
+                "sessions.cookie_name",
+                "must be a cookie token (letters, digits, - _ . and the like)",
+            );
         }
         if s.touch_interval >= s.idle_timeout && !s.idle_timeout.is_zero() {
-            self.problem("sessions.touch_interval", "must be shorter than sessions.idle_timeout");
+            self.problem(
+                "sessions.touch_interval",
+                "must be shorter than sessions.idle_timeout",
+            );
         }
         if s.negative_ttl > s.cache_ttl {
-            self.problem("sessions.negative_ttl", "must not exceed sessions.cache_ttl");
+            self.problem(
+                "sessions.negative_ttl",
+                "must not exceed sessions.cache_ttl",
+            );
         }
         s
     }
 
     fn auth(&mut self, raw: &RawAuth) -> Auth {
         if !(4..=31).contains(&raw.bcrypt_cost) {
-            self.problem("auth.bcrypt_cost", format!("must be between 4 and 31 (10 to 14 in production), got {}", raw.bcrypt_cost));
+            self.problem(
+                "auth.bcrypt_cost",
+                format!(
+                    "must be between 4 and 31 (10 to 14 in production), got {}",
+                    raw.bcrypt_cost
+                ),
+            );
         }
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         let concurrency = match raw.bcrypt_concurrency {
@@ -975,18 +1046,29 @@ impl Validator {
             "smtp" => MailTransport::Smtp,
             "log" => MailTransport::Log,
             other => {
-                self.problem("mail.transport", format!("`{other}` is not a transport; use \"smtp\" or \"log\" (dev only)"));
+                self.problem(
+                    "mail.transport",
+                    format!("`{other}` is not a transport; use \"smtp\" or \"log\" (dev only)"),
+                );
                 MailTransport::Log
             }
         };
         if transport == MailTransport::Smtp {
-            let scheme_ok = ["smtp://", "smtps://"].iter().any(|s| raw.smtp_url.starts_with(s));
+            let scheme_ok = ["smtp://", "smtps://"]
+                .iter()
+                .any(|s| raw.smtp_url.starts_with(s));
             if !scheme_ok {
-                self.problem("mail.smtp_url", "must start with smtp:// (STARTTLS or plain) or smtps:// (TLS)");
+                self.problem(
+                    "mail.smtp_url",
+                    "must start with smtp:// (STARTTLS or plain) or smtps:// (TLS)",
+                );
             }
         }
         if !raw.from.contains('@') {
-            self.problem("mail.from", "must be an address, like \"Gateway <no-reply@example.com>\"");
+            self.problem(
+                "mail.from",
+                "must be an address, like \"Gateway <no-reply@example.com>\"",
+            );
         }
         Mail {
             transport,
@@ -1000,12 +1082,21 @@ impl Validator {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
             other => {
-                self.problem("log.format", format!("`{other}` is not a format; use \"text\" or \"json\""));
+                self.problem(
+                    "log.format",
+                    format!("`{other}` is not a format; use \"text\" or \"json\""),
+                );
                 LogFormat::Text
             }
         };
         if tracing_subscriber::EnvFilter::try_new(&raw.level).is_err() {
-            self.problem("log.level", format!("`{}` is not a level or filter; use e.g. \"info\" or \"gateway=debug\"", raw.level));
+            self.problem(
+                "log.level",
+                format!(
+                    "`{}` is not a level or filter; use e.g. \"info\" or \"gateway=debug\"",
+                    raw.level
+                ),
+            );
         }
         Log {
             format,
@@ -1017,8 +1108,13 @@ impl Validator {
         let key = |k: &str| format!("routes[{index}].{k}");
         let before = self.problems.len();
         if !raw.path_prefix.starts_with('/') {
-            self.problem(key("path_prefix"), format!("`{}` must start with /", raw.path_prefix));
-        } else if crate::path::normalize(&raw.path_prefix).as_deref() != Ok(raw.path_prefix.as_str()) {
+            self.problem(
+                key("path_prefix"),
+                format!("`{}` must start with /", raw.path_prefix),
+            );
+        } else if crate::path::normalize(&raw.path_prefix).as_deref()
+            != Ok(raw.path_prefix.as_str())
+        {
             self.problem(
                 key("path_prefix"),
                 format!(
@@ -1028,13 +1124,28 @@ impl Validator {
             );
         }
         let upstream = match raw.upstream.parse::<http::Uri>() {
-            Ok(u) if u.scheme_str() == Some("http") && u.authority().is_some() && u.query().is_none() => Some(u),
+            Ok(u)
+                if u.scheme_str() == Some("http")
+                    && u.authority().is_some()
+                    && u.query().is_none() =>
+            {
+                Some(u)
+            }
             Ok(u) if u.scheme_str() == Some("https") => {
-                self.problem(key("upstream"), "https upstreams are not supported yet; use http:// on a private network");
+                self.problem(
+                    key("upstream"),
+                    "https upstreams are not supported yet; use http:// on a private network",
+                );
                 None
             }
             _ => {
-                self.problem(key("upstream"), format!("`{}` must be a URL like \"http://127.0.0.1:9000\"", raw.upstream));
+                self.problem(
+                    key("upstream"),
+                    format!(
+                        "`{}` must be a URL like \"http://127.0.0.1:9000\"",
+                        raw.upstream
+                    ),
+                );
                 None
             }
         };
@@ -1043,12 +1154,20 @@ impl Validator {
             "optional" => AuthPolicy::Optional,
             "public" => AuthPolicy::Public,
             other => {
-                self.problem(key("auth"), format!("`{other}` is not a policy; use \"required\", \"optional\" or \"public\""));
+                self.problem(
+                    key("auth"),
+                    format!(
+                        "`{other}` is not a policy; use \"required\", \"optional\" or \"public\""
+                    ),
+                );
                 AuthPolicy::Required
             }
         };
         if crate::path::has_prefix(&raw.path_prefix, "/auth") && raw.path_prefix.len() > 1 {
-            self.problem(key("path_prefix"), "/auth is served by the gateway itself; choose another prefix");
+            self.problem(
+                key("path_prefix"),
+                "/auth is served by the gateway itself; choose another prefix",
+            );
         }
         if !raw.roles.is_empty() && auth != AuthPolicy::Required {
             self.problem(key("roles"), "roles need auth = \"required\"");
@@ -1056,13 +1175,15 @@ impl Validator {
         let methods = raw
             .methods
             .iter()
-            .filter_map(|m| match http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
-                Ok(m) => Some(m),
-                Err(_) => {
-                    self.problem(key("methods"), format!("`{m}` is not an HTTP method"));
-                    None
-                }
-            })
+            .filter_map(
+                |m| match http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
+                    Ok(m) => Some(m),
+                    Err(_) => {
+                        self.problem(key("methods"), format!("`{m}` is not an HTTP method"));
+                        None
+                    }
+                },
+            )
             .collect();
         if self.problems.len() > before {
             return None;
@@ -1080,9 +1201,16 @@ impl Validator {
     fn routes_unique(&mut self, routes: &[Route]) {
         let mut seen = std::collections::HashSet::new();
         for (i, r) in routes.iter().enumerate() {
-            let p = if r.path_prefix.is_empty() { "/" } else { &r.path_prefix };
+            let p = if r.path_prefix.is_empty() {
+                "/"
+            } else {
+                &r.path_prefix
+            };
             if !seen.insert(p.to_string()) {
-                self.problem(format!("routes[{i}].path_prefix"), format!("`{p}` is configured twice"));
+                self.problem(
+                    format!("routes[{i}].path_prefix"),
+                    format!("`{p}` is configured twice"),
+                );
             }
         }
     }
@@ -1127,7 +1255,10 @@ mod tests {
                 ("GATEWAY_SERVER__TLS_CERT", "c.pem"),
                 ("GATEWAY_SERVER__TLS_KEY", "k.pem"),
                 ("GATEWAY_HEADERS__SIGN", "true"),
-                ("GATEWAY_HEADERS__SIGNING_SECRET", "0123456789abcdef0123456789abcdef"),
+                (
+                    "GATEWAY_HEADERS__SIGNING_SECRET",
+                    "0123456789abcdef0123456789abcdef",
+                ),
                 ("GATEWAY_CONFIG", "ignored.toml"),
             ],
         )
@@ -1142,7 +1273,14 @@ mod tests {
 
     #[test]
     fn bad_env_overrides_name_the_variable() {
-        let e = load("", &[("GATEWAY_AUTH__BCRYPT_COST", "twelve"), ("GATEWAY_NOPE__X", "1")]).unwrap_err();
+        let e = load(
+            "",
+            &[
+                ("GATEWAY_AUTH__BCRYPT_COST", "twelve"),
+                ("GATEWAY_NOPE__X", "1"),
+            ],
+        )
+        .unwrap_err();
         let keys: Vec<_> = e.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(keys, ["GATEWAY_AUTH__BCRYPT_COST", "GATEWAY_NOPE__X"]);
         let e = load("", &[("GATEWAY_AUTH__NO_SUCH_KEY", "1")]).unwrap_err();
@@ -1190,7 +1328,10 @@ mod tests {
     fn durations_parse() {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
-        assert_eq!(parse_duration("30d").unwrap(), Duration::from_secs(30 * 86400));
+        assert_eq!(
+            parse_duration("30d").unwrap(),
+            Duration::from_secs(30 * 86400)
+        );
         assert!(parse_duration("30").is_err());
         assert!(parse_duration("").is_err());
     }

@@ -131,7 +131,11 @@ impl Tx {
     ///
     /// # Errors
     /// The statement failed.
-    pub async fn query(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, PgError> {
+    pub async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, PgError> {
         let stmt = self.client.prepare_cached(sql).await?;
         self.client.query(&stmt, params).await
     }
@@ -140,7 +144,11 @@ impl Tx {
     ///
     /// # Errors
     /// The statement failed or did not return exactly one row.
-    pub async fn query_one(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Row, PgError> {
+    pub async fn query_one(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, PgError> {
         let stmt = self.client.prepare_cached(sql).await?;
         self.client.query_one(&stmt, params).await
     }
@@ -149,14 +157,20 @@ impl Tx {
     ///
     /// # Errors
     /// The statement failed or returned more than one row.
-    pub async fn query_opt(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Option<Row>, PgError> {
+    pub async fn query_opt(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, PgError> {
         let stmt = self.client.prepare_cached(sql).await?;
         self.client.query_opt(&stmt, params).await
     }
 }
 
-/// Ends the transaction if the caller is dropped halfway: a connection whose transaction is
-/// still open never goes back to the pool.
+/// Ends the transaction if the caller is dropped halfway (a client disconnect, a timeout): a
+/// connection whose transaction is still open never goes back to the pool as it is. When the
+/// guard holds the last reference, the connection is discarded; otherwise (the body's future
+/// is dropped after the guard) a task rolls it back, and the last reference returns it clean.
 struct Guard {
     client: Option<Arc<Client>>,
 }
@@ -169,9 +183,21 @@ impl Guard {
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        if let Some(client) = self.client.take() {
-            if let Ok(object) = Arc::try_unwrap(client) {
-                drop(deadpool_postgres::Object::take(object));
+        let Some(client) = self.client.take() else {
+            return;
+        };
+        match Arc::try_unwrap(client) {
+            Ok(object) => drop(deadpool_postgres::Object::take(object)),
+            Err(shared) => {
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    runtime.spawn(async move {
+                        if shared.batch_execute("ROLLBACK").await.is_err() {
+                            if let Ok(object) = Arc::try_unwrap(shared) {
+                                drop(deadpool_postgres::Object::take(object));
+                            }
+                        }
+                    });
+                }
             }
         }
     }
@@ -202,7 +228,11 @@ where
         };
         let outcome = async {
             client.batch_execute(BEGIN).await?;
-            match body(Tx { client: client.clone() }).await {
+            match body(Tx {
+                client: client.clone(),
+            })
+            .await
+            {
                 Ok(value) => client.batch_execute("COMMIT").await.map(|()| value),
                 Err(e) => {
                     client.batch_execute("ROLLBACK").await?;
@@ -230,7 +260,9 @@ where
 
 /// Full-jitter exponential backoff for retry number `attempt` (1-based).
 fn backoff(attempt: u32) -> Duration {
-    let exp = BACKOFF_BASE.saturating_mul(1 << attempt.min(16)).min(BACKOFF_CAP);
+    let exp = BACKOFF_BASE
+        .saturating_mul(1 << attempt.min(16))
+        .min(BACKOFF_CAP);
     exp.mul_f64(rand::random::<f64>())
 }
 

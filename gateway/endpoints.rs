@@ -45,14 +45,24 @@ pub async fn handle(
 ///
 /// # Errors
 /// [`HttpError::CrossOrigin`].
-pub fn check_origin(headers: &HeaderMap, public_origin: &str, cookie_name: &str) -> Result<(), HttpError> {
+pub fn check_origin(
+    headers: &HeaderMap,
+    public_origin: &str,
+    cookie_name: &str,
+) -> Result<(), HttpError> {
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     let referer_origin = || {
         headers
             .get(header::REFERER)
             .and_then(|v| v.to_str().ok())
             .and_then(|r| r.parse::<http::Uri>().ok())
-            .and_then(|u| Some(format!("{}://{}", u.scheme_str()?, u.authority()?.as_str().to_ascii_lowercase())))
+            .and_then(|u| {
+                Some(format!(
+                    "{}://{}",
+                    u.scheme_str()?,
+                    u.authority()?.as_str().to_ascii_lowercase()
+                ))
+            })
     };
     let claimed = match origin {
         Some(o) => Some(o.to_ascii_lowercase()),
@@ -72,17 +82,24 @@ fn require_json(headers: &HeaderMap) -> Result<(), HttpError> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-    if is_json { Ok(()) } else { Err(HttpError::UnsupportedMediaType) }
+    if is_json {
+        Ok(())
+    } else {
+        Err(HttpError::UnsupportedMediaType)
+    }
 }
 
 /// Reads and parses a JSON request body.
 ///
 /// # Errors
 /// 415 for another content type, 413 over 64 KiB, 400 for JSON that does not fit `T`.
-pub async fn read_json<T: for<'de> Deserialize<'de>>(req: Request<Incoming>) -> Result<T, HttpError> {
+pub async fn read_json<T: for<'de> Deserialize<'de>>(
+    req: Request<Incoming>,
+) -> Result<T, HttpError> {
     require_json(req.headers())?;
     let bytes = proxy::read_body(req.into_body(), MAX_JSON_BYTES).await?;
-    serde_json::from_slice(&bytes).map_err(|e| HttpError::BadRequest(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(&bytes)
+        .map_err(|e| HttpError::BadRequest(format!("invalid JSON body: {e}")))
 }
 
 /// A JSON response.
@@ -90,7 +107,10 @@ pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<
     let mut resp = Response::new(full(value.to_string()));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
 }
@@ -106,7 +126,11 @@ pub fn session_cookie(gw: &Gateway, session: &NewSession) -> HeaderValue {
         .duration_since(SystemTime::now())
         .unwrap_or_default()
         .as_secs();
-    let secure = if gw.config.server.public_url.https { "; Secure" } else { "" };
+    let secure = if gw.config.server.public_url.https {
+        "; Secure"
+    } else {
+        ""
+    };
     let value = format!(
         "{}={}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}",
         gw.config.sessions.cookie_name, session.token
@@ -116,7 +140,11 @@ pub fn session_cookie(gw: &Gateway, session: &NewSession) -> HeaderValue {
 
 /// The `Set-Cookie` value that removes the session cookie.
 pub fn clear_cookie(gw: &Gateway) -> HeaderValue {
-    let secure = if gw.config.server.public_url.https { "; Secure" } else { "" };
+    let secure = if gw.config.server.public_url.https {
+        "; Secure"
+    } else {
+        ""
+    };
     let value = format!(
         "{}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{secure}",
         gw.config.sessions.cookie_name
@@ -143,7 +171,11 @@ fn user_json(id: &str, email: &str, roles: &[String]) -> serde_json::Value {
 ///
 /// # Errors
 /// [`HttpError::InvalidCredentials`], 503 when hashing is overloaded or the database down.
-pub async fn check_password(gw: &Gateway, email: &str, password: &str) -> Result<users::User, HttpError> {
+pub async fn check_password(
+    gw: &Gateway,
+    email: &str,
+    password: &str,
+) -> Result<users::User, HttpError> {
     let email = users::normalize_email(email).map_err(|_| HttpError::InvalidCredentials);
     let user = match &email {
         Ok(e) => users::find_by_email(gw.sessions.pool(), e).await?,
@@ -158,11 +190,15 @@ pub async fn check_password(gw: &Gateway, email: &str, password: &str) -> Result
             return Err(HttpError::InvalidCredentials);
         }
     };
-    metrics::counter!("gateway_auth_outcomes_total", "flow" => "password", "outcome" => "success").increment(1);
+    metrics::counter!("gateway_auth_outcomes_total", "flow" => "password", "outcome" => "success")
+        .increment(1);
     if hash.is_some_and(|h| gw.hasher.needs_rehash(&h)) {
         let hasher = gw.hasher.clone();
         let pool = gw.sessions.pool().clone();
-        let (email, password) = (user.email.clone(), zeroize::Zeroizing::new(password.to_string()));
+        let (email, password) = (
+            user.email.clone(),
+            zeroize::Zeroizing::new(password.to_string()),
+        );
         tokio::spawn(async move {
             match hasher.hash(&password).await {
                 Ok(new_hash) => {
@@ -195,7 +231,8 @@ pub async fn start_session(
         "user": user_json(&user.id, &user.email, &user.roles),
     });
     let mut resp = json_response(status, &body);
-    resp.headers_mut().append(header::SET_COOKIE, session_cookie(gw, &session));
+    resp.headers_mut()
+        .append(header::SET_COOKIE, session_cookie(gw, &session));
     Ok(resp)
 }
 
@@ -204,12 +241,23 @@ pub fn session_meta(headers: &HeaderMap, ctx: &Ctx, device_label: Option<String>
     SessionMeta {
         ip_address: Some(ctx.client_ip),
         device_label,
-        user_agent: headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_string),
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
     }
 }
 
-async fn login(gw: &Gateway, req: Request<Incoming>, ctx: &mut Ctx) -> Result<Response<Body>, HttpError> {
-    check_origin(req.headers(), &gw.config.server.public_url.origin, &gw.config.sessions.cookie_name)?;
+async fn login(
+    gw: &Gateway,
+    req: Request<Incoming>,
+    ctx: &mut Ctx,
+) -> Result<Response<Body>, HttpError> {
+    check_origin(
+        req.headers(),
+        &gw.config.server.public_url.origin,
+        &gw.config.sessions.cookie_name,
+    )?;
     let headers = req.headers().clone();
     let body: LoginBody = read_json(req).await?;
     let user = check_password(gw, &body.email, &body.password).await?;
@@ -218,8 +266,16 @@ async fn login(gw: &Gateway, req: Request<Incoming>, ctx: &mut Ctx) -> Result<Re
     start_session(gw, &user, &meta, StatusCode::OK).await
 }
 
-async fn logout(gw: &Gateway, req: Request<Incoming>, ctx: &mut Ctx) -> Result<Response<Body>, HttpError> {
-    check_origin(req.headers(), &gw.config.server.public_url.origin, &gw.config.sessions.cookie_name)?;
+async fn logout(
+    gw: &Gateway,
+    req: Request<Incoming>,
+    ctx: &mut Ctx,
+) -> Result<Response<Body>, HttpError> {
+    check_origin(
+        req.headers(),
+        &gw.config.server.public_url.origin,
+        &gw.config.sessions.cookie_name,
+    )?;
     let identity = gw.authenticate(req.headers()).await?;
     let revoked = match &identity {
         Some(id) => {
@@ -229,7 +285,8 @@ async fn logout(gw: &Gateway, req: Request<Incoming>, ctx: &mut Ctx) -> Result<R
         None => false,
     };
     let mut resp = json_response(StatusCode::OK, &json!({"revoked": revoked}));
-    resp.headers_mut().append(header::SET_COOKIE, clear_cookie(gw));
+    resp.headers_mut()
+        .append(header::SET_COOKIE, clear_cookie(gw));
     Ok(resp)
 }
 
@@ -242,12 +299,19 @@ pub async fn require_identity(
     headers: &HeaderMap,
     ctx: &mut Ctx,
 ) -> Result<std::sync::Arc<Identity>, HttpError> {
-    let identity = gw.authenticate(headers).await?.ok_or(HttpError::Unauthenticated)?;
+    let identity = gw
+        .authenticate(headers)
+        .await?
+        .ok_or(HttpError::Unauthenticated)?;
     ctx.user_id = Some(identity.user_id.clone());
     Ok(identity)
 }
 
-async fn session(gw: &Gateway, req: Request<Incoming>, ctx: &mut Ctx) -> Result<Response<Body>, HttpError> {
+async fn session(
+    gw: &Gateway,
+    req: Request<Incoming>,
+    ctx: &mut Ctx,
+) -> Result<Response<Body>, HttpError> {
     let id = require_identity(gw, req.headers(), ctx).await?;
     Ok(json_response(
         StatusCode::OK,
@@ -261,7 +325,11 @@ async fn session(gw: &Gateway, req: Request<Incoming>, ctx: &mut Ctx) -> Result<
 /// The original request of a forward-auth check: from `X-Original-URI` (nginx) or
 /// `X-Forwarded-Uri` (Traefik), with `X-Forwarded-Method` / `X-Original-Method`, honored only
 /// from trusted proxies.
-fn original_request(gw: &Gateway, conn: Conn, headers: &HeaderMap) -> Result<(Method, http::Uri), HttpError> {
+fn original_request(
+    gw: &Gateway,
+    conn: Conn,
+    headers: &HeaderMap,
+) -> Result<(Method, http::Uri), HttpError> {
     let untrusted = || {
         HttpError::BadRequest(
             "forward-auth needs X-Original-URI or X-Forwarded-Uri from a proxy listed in server.trusted_proxies".into(),
@@ -277,13 +345,19 @@ fn original_request(gw: &Gateway, conn: Conn, headers: &HeaderMap) -> Result<(Me
         .to_str()
         .map_err(|_| HttpError::BadRequest("the original URI is not ASCII".into()))?;
     if !raw.starts_with('/') {
-        return Err(HttpError::BadRequest("the original URI must be a path starting with /".into()));
+        return Err(HttpError::BadRequest(
+            "the original URI must be a path starting with /".into(),
+        ));
     }
     let uri: http::Uri = raw
         .parse()
         .map_err(|_| HttpError::BadRequest("the original URI is malformed".into()))?;
-    let method = match ["x-forwarded-method", "x-original-method"].iter().find_map(|n| headers.get(*n)) {
-        Some(m) => Method::from_bytes(m.as_bytes()).map_err(|_| HttpError::BadRequest("malformed X-Forwarded-Method".into()))?,
+    let method = match ["x-forwarded-method", "x-original-method"]
+        .iter()
+        .find_map(|n| headers.get(*n))
+    {
+        Some(m) => Method::from_bytes(m.as_bytes())
+            .map_err(|_| HttpError::BadRequest("malformed X-Forwarded-Method".into()))?,
         None => Method::GET,
     };
     Ok((method, uri))
@@ -291,10 +365,16 @@ fn original_request(gw: &Gateway, conn: Conn, headers: &HeaderMap) -> Result<(Me
 
 /// `/auth/verify`: evaluates the route policy of the original request and answers 200 with
 /// the identity headers, or 401 / 403.
-async fn verify(gw: &Gateway, conn: Conn, req: Request<Incoming>, ctx: &mut Ctx) -> Result<Response<Body>, HttpError> {
+async fn verify(
+    gw: &Gateway,
+    conn: Conn,
+    req: Request<Incoming>,
+    ctx: &mut Ctx,
+) -> Result<Response<Body>, HttpError> {
     ctx.route = "/auth/verify".into();
     let (method, uri) = original_request(gw, conn, req.headers())?;
-    let normalized = path::normalize(uri.path()).map_err(|e| HttpError::BadRequest(e.to_string()))?;
+    let normalized =
+        path::normalize(uri.path()).map_err(|e| HttpError::BadRequest(e.to_string()))?;
     let mut resp = json_response(StatusCode::OK, &json!({"ok": true}));
     if path::has_prefix(&normalized, "/auth") {
         return Ok(resp);
@@ -317,7 +397,13 @@ async fn verify(gw: &Gateway, conn: Conn, req: Request<Incoming>, ctx: &mut Ctx)
             .signing_secret
             .as_deref()
             .map(|key| (key, method.as_str(), path_and_query));
-        headers::inject_identity(resp.headers_mut(), &gw.names, &identity, signing, &ctx.request_id);
+        headers::inject_identity(
+            resp.headers_mut(),
+            &gw.names,
+            &identity,
+            signing,
+            &ctx.request_id,
+        );
     }
     Ok(resp)
 }

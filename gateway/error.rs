@@ -103,18 +103,24 @@ impl HttpError {
     /// The cause to log, if it differs from what the client sees.
     pub fn internal_cause(&self) -> Option<&str> {
         match self {
-            HttpError::Unavailable(c) | HttpError::BadGateway(c) | HttpError::Internal(c) => Some(c),
+            HttpError::Unavailable(c) | HttpError::BadGateway(c) | HttpError::Internal(c) => {
+                Some(c)
+            }
             _ => None,
         }
     }
 
     /// The JSON response for this error.
     pub fn into_response(self) -> Response<Body> {
-        let body = serde_json::json!({"error": {"code": self.code(), "message": self.public_message()}});
+        let body =
+            serde_json::json!({"error": {"code": self.code(), "message": self.public_message()}});
         let mut resp = Response::new(full(body.to_string()));
         *resp.status_mut() = self.status();
         let h = resp.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         match &self {
             HttpError::RateLimited(after) => {

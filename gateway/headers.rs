@@ -65,13 +65,28 @@ pub struct Names {
 
 impl Names {
     pub fn new(cfg: &config::Headers) -> Self {
-        let identity = [&cfg.user_id, &cfg.user_email, &cfg.user_roles, &cfg.session_id, &cfg.signature];
-        let mut owned: Vec<String> = identity.iter().map(|n| n.as_str().replace('_', "-")).collect();
+        let identity = [
+            &cfg.user_id,
+            &cfg.user_email,
+            &cfg.user_roles,
+            &cfg.session_id,
+            &cfg.signature,
+        ];
+        let mut owned: Vec<String> = identity
+            .iter()
+            .map(|n| n.as_str().replace('_', "-"))
+            .collect();
         owned.extend(OWNED.iter().map(|s| (*s).to_string()));
         owned.extend(
-            ["x-user-id", "x-user-email", "x-user-roles", "x-session-id", "x-identity-signature"]
-                .iter()
-                .map(|s| (*s).to_string()),
+            [
+                "x-user-id",
+                "x-user-email",
+                "x-user-roles",
+                "x-session-id",
+                "x-identity-signature",
+            ]
+            .iter()
+            .map(|s| (*s).to_string()),
         );
         owned.sort();
         owned.dedup();
@@ -101,12 +116,18 @@ impl Names {
 /// Runs before any identity header is inserted, so `Connection: X-User-Id` cannot remove the
 /// gateway's own value, and a spoofed `X-User-Id` or `X_User_Id` never reaches a backend.
 pub fn sanitize_request(headers: &mut HeaderMap, names: &Names, keep_upgrade: bool) {
-    let upgrade = keep_upgrade.then(|| headers.get(header::UPGRADE).cloned()).flatten();
+    let upgrade = keep_upgrade
+        .then(|| headers.get(header::UPGRADE).cloned())
+        .flatten();
     remove_connection_listed(headers);
     for h in HOP_BY_HOP {
         headers.remove(*h);
     }
-    let owned: Vec<HeaderName> = headers.keys().filter(|k| names.is_owned(k)).cloned().collect();
+    let owned: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| names.is_owned(k))
+        .cloned()
+        .collect();
     for name in owned {
         headers.remove(&name);
     }
@@ -118,7 +139,9 @@ pub fn sanitize_request(headers: &mut HeaderMap, names: &Names, keep_upgrade: bo
 
 /// Removes hop-by-hop headers and those named in `Connection` from an upstream response.
 pub fn sanitize_response(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let upgrade = keep_upgrade.then(|| headers.get(header::UPGRADE).cloned()).flatten();
+    let upgrade = keep_upgrade
+        .then(|| headers.get(header::UPGRADE).cloned())
+        .flatten();
     remove_connection_listed(headers);
     for h in HOP_BY_HOP {
         headers.remove(*h);
@@ -253,7 +276,10 @@ pub fn inject_identity(
             method,
             path,
         };
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
         if let Ok(v) = HeaderValue::from_str(&sign(key, now, &claims)) {
             headers.insert(names.signature.clone(), v);
         }
@@ -305,7 +331,13 @@ pub fn sign(key: &[u8], timestamp: u64, claims: &Claims<'_>) -> String {
 /// For backends: checks an `X-Identity-Signature` value against the identity headers it
 /// received, with the shared key, refusing signatures older than `max_age` (or from more than
 /// `max_age` in the future). Compares in constant time.
-pub fn verify_signature(key: &[u8], value: &str, claims: &Claims<'_>, now: SystemTime, max_age: Duration) -> bool {
+pub fn verify_signature(
+    key: &[u8],
+    value: &str,
+    claims: &Claims<'_>,
+    now: SystemTime,
+    max_age: Duration,
+) -> bool {
     let mut timestamp = None;
     let mut tag = None;
     for part in value.split(',') {
@@ -347,7 +379,10 @@ mod tests {
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
         h
     }
@@ -385,12 +420,19 @@ mod tests {
             ("x-kept", "1"),
         ]);
         sanitize_request(&mut h, &names(), false);
-        assert_eq!(h.keys().map(HeaderName::as_str).collect::<Vec<_>>(), ["x-kept"]);
+        assert_eq!(
+            h.keys().map(HeaderName::as_str).collect::<Vec<_>>(),
+            ["x-kept"]
+        );
     }
 
     #[test]
     fn websocket_upgrade_survives_when_asked() {
-        let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket"), ("x-user-id", "x")]);
+        let mut h = map(&[
+            ("connection", "Upgrade"),
+            ("upgrade", "websocket"),
+            ("x-user-id", "x"),
+        ]);
         sanitize_request(&mut h, &names(), true);
         assert_eq!(h.get("upgrade").unwrap(), "websocket");
         assert_eq!(h.get("connection").unwrap(), "upgrade");
@@ -409,7 +451,10 @@ mod tests {
         assert!(!h.contains_key("authorization"));
         let mut h = map(&[("authorization", "Basic abc")]);
         strip_credentials(&mut h, "__Host-gw_session");
-        assert!(h.contains_key("authorization"), "foreign credentials pass through");
+        assert!(
+            h.contains_key("authorization"),
+            "foreign credentials pass through"
+        );
     }
 
     #[test]
@@ -439,10 +484,37 @@ mod tests {
         let v = sign(key, ts, &c);
         let max = Duration::from_secs(60);
         assert!(verify_signature(key, &v, &c, now, max));
-        assert!(!verify_signature(b"another key of thirty-two bytes!", &v, &c, now, max));
-        assert!(!verify_signature(key, &v, &Claims { roles: "admin,root", ..c }, now, max));
-        assert!(!verify_signature(key, &v, &Claims { path: "/other", ..c }, now, max));
-        assert!(!verify_signature(key, &v, &c, now + Duration::from_secs(120), max), "too old");
+        assert!(!verify_signature(
+            b"another key of thirty-two bytes!",
+            &v,
+            &c,
+            now,
+            max
+        ));
+        assert!(!verify_signature(
+            key,
+            &v,
+            &Claims {
+                roles: "admin,root",
+                ..c
+            },
+            now,
+            max
+        ));
+        assert!(!verify_signature(
+            key,
+            &v,
+            &Claims {
+                path: "/other",
+                ..c
+            },
+            now,
+            max
+        ));
+        assert!(
+            !verify_signature(key, &v, &c, now + Duration::from_secs(120), max),
+            "too old"
+        );
         assert!(!verify_signature(key, "t=1,v1=zz", &c, now, max));
         assert!(!verify_signature(key, "", &c, now, max));
     }

@@ -91,7 +91,11 @@ impl Status {
     /// Whether the schema is exactly what this binary expects: everything applied, nothing
     /// changed, nothing unknown.
     pub fn is_current(&self) -> bool {
-        self.unknown.is_empty() && self.entries.iter().all(|(_, s)| matches!(s, State::Applied(_)))
+        self.unknown.is_empty()
+            && self
+                .entries
+                .iter()
+                .all(|(_, s)| matches!(s, State::Applied(_)))
     }
 }
 
@@ -99,7 +103,11 @@ impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (m, state) in &self.entries {
             match state {
-                State::Applied(a) => writeln!(f, "applied   {:03} {}  ({})", m.version, m.name, a.applied_at)?,
+                State::Applied(a) => writeln!(
+                    f,
+                    "applied   {:03} {}  ({})",
+                    m.version, m.name, a.applied_at
+                )?,
                 State::Pending => writeln!(f, "pending   {:03} {}", m.version, m.name)?,
                 State::ChecksumMismatch { applied, embedded } => writeln!(
                     f,
@@ -109,7 +117,11 @@ impl fmt::Display for Status {
             }
         }
         for a in &self.unknown {
-            writeln!(f, "UNKNOWN   {:03} {}  (applied {}, not in this binary)", a.version, a.name, a.applied_at)?;
+            writeln!(
+                f,
+                "UNKNOWN   {:03} {}  (applied {}, not in this binary)",
+                a.version, a.name, a.applied_at
+            )?;
         }
         write!(
             f,
@@ -172,7 +184,9 @@ pub fn parse(file_name: &str, text: &str) -> Result<Migration, String> {
         .parse()
         .ok()
         .filter(|v| *v > 0 && number.len() == 3)
-        .ok_or_else(|| format!("{file_name}: the name starts with a three-digit version, like 001_"))?;
+        .ok_or_else(|| {
+            format!("{file_name}: the name starts with a three-digit version, like 001_")
+        })?;
     let up_at = text
         .find(UP_MARKER)
         .ok_or_else(|| format!("{file_name}: missing the `{UP_MARKER}` line"))?;
@@ -180,12 +194,16 @@ pub fn parse(file_name: &str, text: &str) -> Result<Migration, String> {
         .find(DOWN_MARKER)
         .ok_or_else(|| format!("{file_name}: missing the `{DOWN_MARKER}` line"))?;
     if down_at < up_at {
-        return Err(format!("{file_name}: the up section comes before the down section"));
+        return Err(format!(
+            "{file_name}: the up section comes before the down section"
+        ));
     }
     let up = text[up_at + UP_MARKER.len()..down_at].trim().to_string();
     let down = text[down_at + DOWN_MARKER.len()..].trim().to_string();
     if up.is_empty() || down.is_empty() {
-        return Err(format!("{file_name}: both the up and the down section need statements"));
+        return Err(format!(
+            "{file_name}: both the up and the down section need statements"
+        ));
     }
     Ok(Migration {
         version,
@@ -229,6 +247,7 @@ async fn ensure_table(client: &db::Client) -> Result<(), MigrateError> {
                     && matches!(
                         e.code(),
                         Some(c) if *c == SqlState::UNIQUE_VIOLATION || *c == SqlState::DUPLICATE_TABLE
+                            || *c == SqlState::DUPLICATE_OBJECT
                             || *c == SqlState::T_R_SERIALIZATION_FAILURE
                     ) =>
             {
@@ -344,7 +363,10 @@ pub async fn up(pool: &deadpool_postgres::Pool, to: Option<i64>) -> Result<Vec<i
             Ok(_) => {}
             Err(e) if is_lost_race(&e) => {
                 tx.rollback().await?;
-                tracing::info!(version = m.version, "migration applied by a concurrent runner");
+                tracing::info!(
+                    version = m.version,
+                    "migration applied by a concurrent runner"
+                );
                 continue;
             }
             Err(e) => return Err(e.into()),
@@ -360,7 +382,10 @@ pub async fn up(pool: &deadpool_postgres::Pool, to: Option<i64>) -> Result<Vec<i
                 done.push(m.version);
             }
             Err(e) if is_lost_race(&e) => {
-                tracing::info!(version = m.version, "migration applied by a concurrent runner");
+                tracing::info!(
+                    version = m.version,
+                    "migration applied by a concurrent runner"
+                );
             }
             Err(e) => {
                 return Err(MigrateError::Failed {
@@ -380,7 +405,10 @@ pub async fn up(pool: &deadpool_postgres::Pool, to: Option<i64>) -> Result<Vec<i
 ///
 /// # Errors
 /// A changed or unknown applied migration (nothing is rolled back then), or the failing one.
-pub async fn down(pool: &deadpool_postgres::Pool, to: Option<i64>) -> Result<Vec<i64>, MigrateError> {
+pub async fn down(
+    pool: &deadpool_postgres::Pool,
+    to: Option<i64>,
+) -> Result<Vec<i64>, MigrateError> {
     let mut client = db::client(pool).await?;
     let status = compare(embedded(), applied(&client).await?);
     refuse_drift(&status)?;
@@ -459,24 +487,54 @@ mod tests {
         let all = embedded();
         assert!(!all.is_empty());
         for (i, m) in all.iter().enumerate() {
-            assert_eq!(m.version, i as i64 + 1, "migrations are numbered 001, 002, ... without gaps");
+            assert_eq!(
+                m.version,
+                i as i64 + 1,
+                "migrations are numbered 001, 002, ... without gaps"
+            );
         }
     }
 
     #[test]
     fn parse_rejects_malformed_files() {
-        assert!(parse("001_x.sql", "-- migrate:up\nSELECT 1;\n-- migrate:down\nSELECT 1;").is_ok());
-        assert!(parse("1_x.sql", "-- migrate:up\nSELECT 1;\n-- migrate:down\nSELECT 1;").is_err());
+        assert!(
+            parse(
+                "001_x.sql",
+                "-- migrate:up\nSELECT 1;\n-- migrate:down\nSELECT 1;"
+            )
+            .is_ok()
+        );
+        assert!(
+            parse(
+                "1_x.sql",
+                "-- migrate:up\nSELECT 1;\n-- migrate:down\nSELECT 1;"
+            )
+            .is_err()
+        );
         assert!(parse("001_x.sql", "-- migrate:up\nSELECT 1;").is_err());
-        assert!(parse("001_x.sql", "-- migrate:down\nSELECT 1;\n-- migrate:up\nSELECT 1;").is_err());
+        assert!(
+            parse(
+                "001_x.sql",
+                "-- migrate:down\nSELECT 1;\n-- migrate:up\nSELECT 1;"
+            )
+            .is_err()
+        );
         assert!(parse("001_x.sql", "-- migrate:up\n-- migrate:down\nSELECT 1;").is_err());
         assert!(parse("001_x.txt", "").is_err());
     }
 
     #[test]
     fn checksum_covers_the_whole_file() {
-        let a = parse("001_x.sql", "-- migrate:up\nSELECT 1;\n-- migrate:down\nSELECT 2;").unwrap();
-        let b = parse("001_x.sql", "-- migrate:up\nSELECT 1;\n-- migrate:down\nSELECT 3;").unwrap();
+        let a = parse(
+            "001_x.sql",
+            "-- migrate:up\nSELECT 1;\n-- migrate:down\nSELECT 2;",
+        )
+        .unwrap();
+        let b = parse(
+            "001_x.sql",
+            "-- migrate:up\nSELECT 1;\n-- migrate:down\nSELECT 3;",
+        )
+        .unwrap();
         assert_ne!(a.checksum, b.checksum);
     }
 }

@@ -44,7 +44,11 @@ pub fn check_length(password: &str) -> Result<(), PasswordRuleError> {
 /// so that no byte of a long password is ignored.
 fn bcrypt_input(password: &str) -> Zeroizing<Vec<u8>> {
     if password.len() > BCRYPT_LIMIT {
-        Zeroizing::new(STANDARD.encode(Sha256::digest(password.as_bytes())).into_bytes())
+        Zeroizing::new(
+            STANDARD
+                .encode(Sha256::digest(password.as_bytes()))
+                .into_bytes(),
+        )
     } else {
         Zeroizing::new(password.as_bytes().to_vec())
     }
@@ -122,7 +126,9 @@ impl Hasher {
             Some(h) => (h.to_string(), true),
             None => (self.dummy_hash().await?, false),
         };
-        let ok = self.run(move || Ok(blocking::verify(&input, &target))).await?;
+        let ok = self
+            .run(move || Ok(blocking::verify(&input, &target)))
+            .await?;
         Ok(ok && real)
     }
 
@@ -137,7 +143,8 @@ impl Hasher {
             .dummy
             .get_or_try_init(|| async {
                 let cost = self.inner.cost;
-                self.run(move || blocking::hash(b"dummy password for unknown users", cost)).await
+                self.run(move || blocking::hash(b"dummy password for unknown users", cost))
+                    .await
             })
             .await
             .cloned()
@@ -196,7 +203,10 @@ mod tests {
         assert_eq!(check_length("1234567"), Err(PasswordRuleError::TooShort));
         assert!(check_length("12345678").is_ok());
         assert!(check_length(&"x".repeat(256)).is_ok());
-        assert_eq!(check_length(&"x".repeat(257)), Err(PasswordRuleError::TooLong));
+        assert_eq!(
+            check_length(&"x".repeat(257)),
+            Err(PasswordRuleError::TooLong)
+        );
     }
 
     #[tokio::test]
@@ -206,13 +216,20 @@ mod tests {
         let b = format!("{}b", "x".repeat(100));
         let hash = h.hash(&a).await.unwrap();
         assert!(h.verify(&a, Some(&hash)).await.unwrap());
-        assert!(!h.verify(&b, Some(&hash)).await.unwrap(), "bytes past 72 must count");
+        assert!(
+            !h.verify(&b, Some(&hash)).await.unwrap(),
+            "bytes past 72 must count"
+        );
     }
 
     #[tokio::test]
     async fn unknown_user_verifies_false() {
         let h = Hasher::new(4, 2, 8);
-        assert!(!h.verify("dummy password for unknown users", None).await.unwrap());
+        assert!(
+            !h.verify("dummy password for unknown users", None)
+                .await
+                .unwrap()
+        );
     }
 
     #[tokio::test]
@@ -227,17 +244,22 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_refuses_instead_of_growing() {
         let h = Hasher::new(10, 1, 1);
-        let calls: Vec<_> = (0..6).map(|_| {
-            let h = h.clone();
-            tokio::spawn(async move { h.hash("password1").await })
-        }).collect();
+        let calls: Vec<_> = (0..6)
+            .map(|_| {
+                let h = h.clone();
+                tokio::spawn(async move { h.hash("password1").await })
+            })
+            .collect();
         let mut overloaded = 0;
         for c in calls {
             if matches!(c.await.unwrap(), Err(HashError::Overloaded)) {
                 overloaded += 1;
             }
         }
-        assert!(overloaded >= 1, "6 concurrent hashes with room for 2 must refuse some");
+        assert!(
+            overloaded >= 1,
+            "6 concurrent hashes with room for 2 must refuse some"
+        );
         assert_eq!(h.depth(), 0);
     }
 }

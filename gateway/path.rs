@@ -7,6 +7,8 @@
 //!   percent-encoding is kept, with upper-case hex;
 //! - encoded `/` or `\`, a raw `\`, NUL or any control character, malformed `%` escapes and
 //!   percent-encoded bytes that are not UTF-8 are refused;
+//! - encoded `;`, `?`, `#` and `%` are refused: a backend that decodes them (or decodes twice)
+//!   would see a path parameter, a query or another path than the one the policy was chosen on;
 //! - `.` and `..` segments are refused, also when spelled `%2e`;
 //! - `;` (path parameters, which some servers strip before routing) is refused;
 //! - runs of `/` collapse to one.
@@ -22,6 +24,7 @@ pub enum PathError {
     NotAbsolute,
     BadEscape,
     EncodedSeparator,
+    EncodedDelimiter,
     Backslash,
     ControlCharacter,
     InvalidUtf8,
@@ -35,6 +38,7 @@ impl fmt::Display for PathError {
             PathError::NotAbsolute => "the path must start with /",
             PathError::BadEscape => "malformed percent-encoding in the path",
             PathError::EncodedSeparator => "encoded / or \\ in the path",
+            PathError::EncodedDelimiter => "encoded ; ? # or % in the path",
             PathError::Backslash => "\\ in the path",
             PathError::ControlCharacter => "control character in the path",
             PathError::InvalidUtf8 => "percent-encoded bytes in the path are not UTF-8",
@@ -85,6 +89,7 @@ pub fn normalize(raw: &str) -> Result<String, PathError> {
             i += 3;
             match decoded {
                 b'/' | b'\\' => return Err(PathError::EncodedSeparator),
+                b';' | b'?' | b'#' | b'%' => return Err(PathError::EncodedDelimiter),
                 0..=0x1f | 0x7f => return Err(PathError::ControlCharacter),
                 d if is_unreserved(d) => {
                     check_utf8(&mut escaped_run)?;
@@ -123,7 +128,11 @@ fn check_utf8(run: &mut Vec<u8>) -> Result<(), PathError> {
     }
     let ok = std::str::from_utf8(run).is_ok();
     run.clear();
-    if ok { Ok(()) } else { Err(PathError::InvalidUtf8) }
+    if ok {
+        Ok(())
+    } else {
+        Err(PathError::InvalidUtf8)
+    }
 }
 
 /// Whether the normalized `path` lies under the route `prefix` (normalized, without trailing
@@ -178,6 +187,10 @@ mod tests {
             ("/./admin", PathError::DotSegment),
             ("/admin/.", PathError::DotSegment),
             ("/admin;x", PathError::Semicolon),
+            ("/admin%3bx", PathError::EncodedDelimiter),
+            ("/admin%3Fx", PathError::EncodedDelimiter),
+            ("/admin%23x", PathError::EncodedDelimiter),
+            ("/%2561dmin", PathError::EncodedDelimiter),
             ("/admin\\x", PathError::Backslash),
             ("/a%00", PathError::ControlCharacter),
             ("/a%0d%0aX-User-Id:%201", PathError::ControlCharacter),
@@ -205,7 +218,8 @@ mod tests {
         #[test]
         fn normalization_is_idempotent(raw in "/[a-zA-Z0-9%./;\\\\_~-]{0,40}") {
             if let Ok(once) = normalize(&raw) {
-                prop_assert_eq!(normalize(&once).as_deref(), Ok(once.as_str()));
+                let twice = normalize(&once);
+                prop_assert_eq!(twice.as_deref(), Ok(once.as_str()));
             }
         }
 
@@ -217,7 +231,90 @@ mod tests {
                 prop_assert!(!p.contains(';') && !p.contains('\\'));
                 prop_assert!(!p.split('/').any(|s| s == "." || s == ".."));
                 let lower = p.to_ascii_lowercase();
-                prop_assert!(!lower.contains("%2f") && !lower.contains("%5c") && !lower.contains("%2e"));
+                for banned in ["%2f", "%5c", "%2e", "%3b", "%3f", "%23", "%25", "%00"] {
+                    prop_assert!(!lower.contains(banned), "{} in {}", banned, p);
+                }
+            }
+        }
+    }
+
+    /// Policies by strength, as routes would order them: a longer prefix may only be stronger.
+    const ROUTES: &[(&str, u8)] = &[
+        ("", 0),
+        ("/public", 0),
+        ("/api", 1),
+        ("/admin", 2),
+        ("/admin/public", 0),
+    ];
+
+    fn policy(normalized: &str) -> u8 {
+        ROUTES
+            .iter()
+            .filter(|(p, _)| has_prefix(normalized, p))
+            .max_by_key(|(p, _)| p.len())
+            .map_or(0, |(_, s)| *s)
+    }
+
+    /// One character of a path, spelled as an attacker might.
+    fn spelling(c: char) -> impl Strategy<Value = String> {
+        let plain = c.to_string();
+        let upper = c.to_ascii_uppercase().to_string();
+        let enc_lower = format!("%{:02x}", c as u32);
+        let enc_upper = format!("%{:02X}", c as u32);
+        prop_oneof![
+            4 => Just(plain),
+            1 => Just(upper),
+            1 => Just(enc_lower),
+            1 => Just(enc_upper),
+        ]
+    }
+
+    fn attack(canonical: &'static str) -> impl Strategy<Value = String> {
+        let parts: Vec<_> = canonical
+            .chars()
+            .map(|c| match c {
+                '/' => prop_oneof![
+                    4 => Just("/".to_string()),
+                    1 => Just("//".to_string()),
+                    1 => Just("%2f".to_string()),
+                    1 => Just("/./".to_string()),
+                    1 => Just("/x/../".to_string()),
+                    1 => Just("/%2e%2e/".to_string()),
+                    1 => Just("\\".to_string()),
+                    1 => Just(";x/".to_string()),
+                    1 => Just("%3b/".to_string()),
+                ]
+                .boxed(),
+                c => spelling(c).boxed(),
+            })
+            .collect();
+        (
+            parts,
+            prop_oneof![
+                Just(""),
+                Just("/"),
+                Just(";jsessionid=1"),
+                Just("%2f..%2fpublic"),
+                Just("/..")
+            ],
+        )
+            .prop_map(|(parts, tail)| format!("{}{tail}", parts.concat()))
+    }
+
+    fn any_attack() -> impl Strategy<Value = (&'static str, String)> {
+        prop_oneof![Just("/admin/users"), Just("/api/v1/items"), Just("/admin")]
+            .prop_flat_map(|c| (Just(c), attack(c)))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #[test]
+        fn no_spelling_lands_in_a_weaker_policy((canonical, raw) in any_attack()) {
+            if let Ok(normalized) = normalize(&raw) {
+                prop_assert!(
+                    policy(&normalized) >= policy(canonical),
+                    "{} normalized to {} lands in a weaker policy than {}", raw, normalized, canonical
+                );
             }
         }
     }

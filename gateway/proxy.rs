@@ -29,7 +29,9 @@ pub type Body = http_body_util::combinators::BoxBody<Bytes, BoxError>;
 
 /// A complete body.
 pub fn full(data: impl Into<Bytes>) -> Body {
-    Full::new(data.into()).map_err(|never| match never {}).boxed()
+    Full::new(data.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 /// An empty body.
@@ -51,10 +53,14 @@ pub struct Gateway {
 impl Gateway {
     pub fn new(config: Config, sessions: Sessions) -> Self {
         let mut routes = config.routes.clone();
-        routes.sort_by(|a, b| b.path_prefix.len().cmp(&a.path_prefix.len()));
+        routes.sort_by_key(|r| std::cmp::Reverse(r.path_prefix.len()));
         Gateway {
             names: Names::new(&config.headers),
-            hasher: Hasher::new(config.auth.bcrypt_cost, config.auth.bcrypt_concurrency, config.auth.bcrypt_queue),
+            hasher: Hasher::new(
+                config.auth.bcrypt_cost,
+                config.auth.bcrypt_concurrency,
+                config.auth.bcrypt_queue,
+            ),
             upstream: Upstream::new(&config.upstream),
             routes,
             sessions,
@@ -64,12 +70,18 @@ impl Gateway {
 
     /// The route for a normalized path: the longest matching prefix.
     pub fn route(&self, normalized: &str) -> Option<&Route> {
-        self.routes.iter().find(|r| path::has_prefix(normalized, &r.path_prefix))
+        self.routes
+            .iter()
+            .find(|r| path::has_prefix(normalized, &r.path_prefix))
     }
 
     /// Whether `ip` is a configured trusted proxy.
     pub fn is_trusted(&self, ip: IpAddr) -> bool {
-        self.config.server.trusted_proxies.iter().any(|n| n.contains(ip))
+        self.config
+            .server
+            .trusted_proxies
+            .iter()
+            .any(|n| n.contains(ip))
     }
 
     /// The client address: the peer, or, when the peer is a trusted proxy, the right-most
@@ -85,7 +97,11 @@ impl Gateway {
             .flat_map(|v| v.split(','))
             .filter_map(|a| a.trim().parse().ok())
             .collect();
-        chain.into_iter().rev().find(|ip| !self.is_trusted(*ip)).unwrap_or(peer)
+        chain
+            .into_iter()
+            .rev()
+            .find(|ip| !self.is_trusted(*ip))
+            .unwrap_or(peer)
     }
 
     /// Finds and checks the session presented by a request: `Authorization: Bearer gw_...`
@@ -93,7 +109,10 @@ impl Gateway {
     ///
     /// # Errors
     /// 503 when the session store cannot answer a cache miss.
-    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Option<Arc<Identity>>, HttpError> {
+    pub async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<Option<Arc<Identity>>, HttpError> {
         let Some(token) = presented_token(headers, &self.config.sessions.cookie_name) else {
             return Ok(None);
         };
@@ -132,7 +151,11 @@ pub struct Ctx {
 }
 
 /// Serves one request: never fails, every error becomes its JSON response here.
-pub async fn handle(gw: Arc<Gateway>, conn: Conn, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+pub async fn handle(
+    gw: Arc<Gateway>,
+    conn: Conn,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
     let method = req.method().clone();
     let mut ctx = Ctx {
@@ -158,7 +181,8 @@ pub async fn handle(gw: Arc<Gateway>, conn: Conn, req: Request<Incoming>) -> Res
     let elapsed = started.elapsed();
     metrics::counter!("gateway_requests_total", "route" => ctx.route.clone(), "status" => status.to_string())
         .increment(1);
-    metrics::histogram!("gateway_request_duration_seconds", "route" => ctx.route.clone()).record(elapsed.as_secs_f64());
+    metrics::histogram!("gateway_request_duration_seconds", "route" => ctx.route.clone())
+        .record(elapsed.as_secs_f64());
     tracing::info!(
         target: "access",
         request_id = %ctx.request_id,
@@ -179,7 +203,8 @@ async fn handle_inner(
     ctx: &mut Ctx,
 ) -> Result<Response<Body>, HttpError> {
     // 1. Early checks.
-    let normalized = path::normalize(req.uri().path()).map_err(|e| HttpError::BadRequest(e.to_string()))?;
+    let normalized =
+        path::normalize(req.uri().path()).map_err(|e| HttpError::BadRequest(e.to_string()))?;
     check_body_length(req.headers(), gw.config.server.max_body_bytes)?;
 
     // 5a. Dispatch: the gateway's own endpoints.
@@ -190,7 +215,11 @@ async fn handle_inner(
 
     // 2. Route.
     let route = gw.route(&normalized).ok_or(HttpError::NotFound)?;
-    ctx.route = if route.path_prefix.is_empty() { "/".into() } else { route.path_prefix.clone() };
+    ctx.route = if route.path_prefix.is_empty() {
+        "/".into()
+    } else {
+        route.path_prefix.clone()
+    };
     if !route.methods.is_empty() && !route.methods.contains(req.method()) {
         return Err(HttpError::MethodNotAllowed);
     }
@@ -234,7 +263,9 @@ pub fn authorize(route: &Route, identity: Option<&Identity>) -> Result<(), HttpE
     match (route.auth, identity) {
         (AuthPolicy::Public | AuthPolicy::Optional, _) => Ok(()),
         (AuthPolicy::Required, None) => Err(HttpError::Unauthenticated),
-        (AuthPolicy::Required, Some(id)) if !id.has_any_role(&route.roles) => Err(HttpError::Forbidden),
+        (AuthPolicy::Required, Some(id)) if !id.has_any_role(&route.roles) => {
+            Err(HttpError::Forbidden)
+        }
         (AuthPolicy::Required, Some(_)) => Ok(()),
     }
 }
@@ -280,7 +311,8 @@ fn upstream_uri(route: &Route, normalized: &str, query: Option<&str>) -> Result<
     }
     let base = route.upstream.path().trim_end_matches('/');
     let path = if path.is_empty() { "/" } else { path };
-    let mut target = String::with_capacity(base.len() + path.len() + query.map_or(0, |q| q.len() + 1));
+    let mut target =
+        String::with_capacity(base.len() + path.len() + query.map_or(0, |q| q.len() + 1));
     target.push_str(base);
     if !path.starts_with('/') {
         target.push('/');
@@ -291,7 +323,11 @@ fn upstream_uri(route: &Route, normalized: &str, query: Option<&str>) -> Result<
         target.push_str(q);
     }
     let mut parts = route.upstream.clone().into_parts();
-    parts.path_and_query = Some(target.parse().map_err(|_| HttpError::BadRequest("invalid request target".into()))?);
+    parts.path_and_query = Some(
+        target
+            .parse()
+            .map_err(|_| HttpError::BadRequest("invalid request target".into()))?,
+    );
     Uri::from_parts(parts).map_err(|e| HttpError::Internal(e.to_string()))
 }
 
@@ -311,11 +347,21 @@ async fn forward(
         .uri()
         .authority()
         .map(|a| a.as_str().to_string())
-        .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string));
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        });
     let peer_ip = conn.peer.ip();
     let trusted_chain = gw
         .is_trusted(peer_ip)
-        .then(|| req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok()).map(str::to_string))
+        .then(|| {
+            req.headers()
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        })
         .flatten();
 
     let (mut parts, body) = req.into_parts();
@@ -343,11 +389,20 @@ async fn forward(
             .signing_secret
             .as_deref()
             .map(|key| (key, parts.method.as_str(), path_and_query));
-        headers::inject_identity(&mut parts.headers, &gw.names, identity, signing, &ctx.request_id);
+        headers::inject_identity(
+            &mut parts.headers,
+            &gw.names,
+            identity,
+            signing,
+            &ctx.request_id,
+        );
     }
     parts.uri = uri;
     parts.version = http::Version::HTTP_11;
-    let limited = Limited::new(body, usize::try_from(gw.config.server.max_body_bytes).unwrap_or(usize::MAX));
+    let limited = Limited::new(
+        body,
+        usize::try_from(gw.config.server.max_body_bytes).unwrap_or(usize::MAX),
+    );
     let upstream_req = Request::from_parts(parts, limited.boxed());
 
     // 7. Forward.
@@ -374,11 +429,16 @@ async fn forward(
             headers::sanitize_response(&mut parts.headers, true);
             return Ok(Response::from_parts(parts, empty()));
         }
-        return Err(HttpError::BadGateway("upstream switched protocols unasked".into()));
+        return Err(HttpError::BadGateway(
+            "upstream switched protocols unasked".into(),
+        ));
     }
     let (mut parts, body) = resp.into_parts();
     headers::sanitize_response(&mut parts.headers, false);
-    Ok(Response::from_parts(parts, body.map_err(BoxError::from).boxed()))
+    Ok(Response::from_parts(
+        parts,
+        body.map_err(BoxError::from).boxed(),
+    ))
 }
 
 async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
@@ -406,7 +466,9 @@ pub async fn read_body(body: Incoming, max: usize) -> Result<Bytes, HttpError> {
     match Limited::new(body, max).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(HttpError::PayloadTooLarge),
-        Err(e) => Err(HttpError::BadRequest(format!("cannot read the request body: {e}"))),
+        Err(e) => Err(HttpError::BadRequest(format!(
+            "cannot read the request body: {e}"
+        ))),
     }
 }
 
@@ -428,19 +490,34 @@ mod tests {
     #[test]
     fn upstream_uris() {
         let r = route("/api", "http://127.0.0.1:9000", false);
-        assert_eq!(upstream_uri(&r, "/api/x", Some("a=1")).unwrap(), "http://127.0.0.1:9000/api/x?a=1");
+        assert_eq!(
+            upstream_uri(&r, "/api/x", Some("a=1")).unwrap(),
+            "http://127.0.0.1:9000/api/x?a=1"
+        );
         let r = route("/api", "http://127.0.0.1:9000", true);
-        assert_eq!(upstream_uri(&r, "/api/x", None).unwrap(), "http://127.0.0.1:9000/x");
-        assert_eq!(upstream_uri(&r, "/api", None).unwrap(), "http://127.0.0.1:9000/");
+        assert_eq!(
+            upstream_uri(&r, "/api/x", None).unwrap(),
+            "http://127.0.0.1:9000/x"
+        );
+        assert_eq!(
+            upstream_uri(&r, "/api", None).unwrap(),
+            "http://127.0.0.1:9000/"
+        );
         let r = route("/api", "http://127.0.0.1:9000/base/", true);
-        assert_eq!(upstream_uri(&r, "/api/x", None).unwrap(), "http://127.0.0.1:9000/base/x");
+        assert_eq!(
+            upstream_uri(&r, "/api/x", None).unwrap(),
+            "http://127.0.0.1:9000/base/x"
+        );
     }
 
     #[test]
     fn login_location_is_relative_and_encoded() {
         let uri: Uri = "/a/b?x=1&y=//evil".parse().unwrap();
         let loc = login_location(&uri);
-        assert!(loc.starts_with("/auth/login?return_to=%2Fa%2Fb%3Fx%3D1"), "{loc}");
+        assert!(
+            loc.starts_with("/auth/login?return_to=%2Fa%2Fb%3Fx%3D1"),
+            "{loc}"
+        );
         assert!(!loc.contains("//"));
     }
 }

@@ -42,14 +42,19 @@ impl Server {
         let problems = config.serve_problems();
         if !problems.is_empty() {
             let list: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
-            return Err(Failure::config(format!("invalid configuration:\n{}", list.join("\n"))));
+            return Err(Failure::config(format!(
+                "invalid configuration:\n{}",
+                list.join("\n")
+            )));
         }
         let tls = match &config.server.tls {
             Some(files) => Some(tls_acceptor(files)?),
             None => None,
         };
         let pool = db::connect(&config.database)?;
-        migrate::ensure_current(&pool).await.map_err(Failure::config)?;
+        migrate::ensure_current(&pool)
+            .await
+            .map_err(Failure::config)?;
         let public = bind(config.server.listen, "server.listen").await?;
         let admin = bind(config.server.admin_listen, "server.admin_listen").await?;
         admin::install_metrics();
@@ -62,14 +67,23 @@ impl Server {
         })
     }
 
+    /// The shared request-path state (tests look at its session counters).
+    pub fn gateway(&self) -> Arc<Gateway> {
+        self.gateway.clone()
+    }
+
     /// The bound public address (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.public.local_addr().expect("a bound listener has an address")
+        self.public
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     /// The bound admin address.
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin.local_addr().expect("a bound listener has an address")
+        self.admin
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     /// Serves until `shutdown` completes, then stops accepting and lets in-flight requests
@@ -115,10 +129,17 @@ impl Server {
                 metrics::gauge!("gateway_connections").increment(1.0);
                 match tls {
                     Some(acceptor) => {
-                        let handshake = tokio::time::timeout(gw.config.server.tls_handshake_timeout, acceptor.accept(stream));
+                        let handshake = tokio::time::timeout(
+                            gw.config.server.tls_handshake_timeout,
+                            acceptor.accept(stream),
+                        );
                         match handshake.await {
-                            Ok(Ok(tls_stream)) => serve_connection(tls_stream, conn, gw, &builder, watcher).await,
-                            Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
+                            Ok(Ok(tls_stream)) => {
+                                serve_connection(tls_stream, conn, gw, &builder, watcher).await
+                            }
+                            Ok(Err(e)) => {
+                                tracing::debug!(error = %e, %peer, "TLS handshake failed")
+                            }
                             Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                         }
                     }
@@ -129,8 +150,15 @@ impl Server {
         }
         drop(self.public);
         let grace = gw.config.server.shutdown_grace;
-        tracing::info!(in_flight = graceful.count(), ?grace, "shutting down: draining connections");
-        if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        tracing::info!(
+            in_flight = graceful.count(),
+            ?grace,
+            "shutting down: draining connections"
+        );
+        if tokio::time::timeout(grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
             tracing::warn!("grace period over; closing the remaining connections");
         }
         poller.abort();
@@ -184,27 +212,46 @@ fn tls_acceptor(files: &config::TlsFiles) -> Result<TlsAcceptor, Failure> {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| Failure::config(format!("server.tls_cert: cannot read {}: {e}", files.cert.display())))?;
+        .map_err(|e| {
+            Failure::config(format!(
+                "server.tls_cert: cannot read {}: {e}",
+                files.cert.display()
+            ))
+        })?;
     if certs.is_empty() {
-        return Err(Failure::config(format!("server.tls_cert: no certificate in {}", files.cert.display())));
+        return Err(Failure::config(format!(
+            "server.tls_cert: no certificate in {}",
+            files.cert.display()
+        )));
     }
-    let key = PrivateKeyDer::from_pem_file(&files.key)
-        .map_err(|e| Failure::config(format!("server.tls_key: cannot read {}: {e}", files.key.display())))?;
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| {
+        Failure::config(format!(
+            "server.tls_key: cannot read {}: {e}",
+            files.key.display()
+        ))
+    })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| Failure::config(format!("server.tls_cert: {e}")))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| Failure::config(format!("server.tls_key: does not match server.tls_cert or is unusable: {e}")))?;
+        .map_err(|e| {
+            Failure::config(format!(
+                "server.tls_key: does not match server.tls_cert or is unusable: {e}"
+            ))
+        })?;
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(tls)))
 }
 
 /// Sets up logging as `[log]` says. Safe to call more than once (later calls do nothing).
 pub fn init_logging(cfg: &config::Log) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.level).unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&cfg.level).unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match cfg.format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),

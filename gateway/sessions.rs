@@ -36,20 +36,26 @@ pub use revocation::poll;
 const INSERT: &str = "INSERT INTO sessions (id, user_id, token_hash, ip_address, device_label, user_agent, expires_at)
     VALUES ($1, $2, $3, $4, $5, $6, now() + ($7::BIGINT * INTERVAL '1 second'))
     RETURNING created_at, expires_at";
-const LOOKUP: &str = "SELECT s.id, s.user_id, u.email, u.status, s.expires_at, s.last_seen_at, s.revoked_at,
+const LOOKUP: &str =
+    "SELECT s.id, s.user_id, u.email, u.status, s.expires_at, s.last_seen_at, s.revoked_at,
         ARRAY(SELECT r.role FROM user_roles r WHERE r.user_id = s.user_id ORDER BY r.role) AS roles,
         s.created_at
     FROM sessions s JOIN users u ON u.id = s.user_id
     WHERE s.token_hash = $1 AND u.deleted_at IS NULL";
-const REVOKE_ONE: &str = "UPDATE sessions SET revoked_at = now(), revoked_reason = $2, updated_at = now()
+const REVOKE_ONE: &str =
+    "UPDATE sessions SET revoked_at = now(), revoked_reason = $2, updated_at = now()
     WHERE id = $1 AND revoked_at IS NULL RETURNING token_hash";
-const REVOKE_ONE_OF_USER: &str = "UPDATE sessions SET revoked_at = now(), revoked_reason = $3, updated_at = now()
+const REVOKE_ONE_OF_USER: &str =
+    "UPDATE sessions SET revoked_at = now(), revoked_reason = $3, updated_at = now()
     WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL RETURNING token_hash";
-const REVOKE_USER: &str = "UPDATE sessions SET revoked_at = now(), revoked_reason = $2, updated_at = now()
+const REVOKE_USER: &str =
+    "UPDATE sessions SET revoked_at = now(), revoked_reason = $2, updated_at = now()
     WHERE user_id = $1 AND revoked_at IS NULL RETURNING token_hash";
-const REVOKE_OTHERS: &str = "UPDATE sessions SET revoked_at = now(), revoked_reason = $3, updated_at = now()
+const REVOKE_OTHERS: &str =
+    "UPDATE sessions SET revoked_at = now(), revoked_reason = $3, updated_at = now()
     WHERE user_id = $1 AND id <> $2 AND revoked_at IS NULL RETURNING token_hash";
-const LIST_FOR_USER: &str = "SELECT id, ip_address, device_label, user_agent, created_at, last_seen_at, expires_at
+const LIST_FOR_USER: &str =
+    "SELECT id, ip_address, device_label, user_agent, created_at, last_seen_at, expires_at
     FROM sessions WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > now()
     ORDER BY created_at DESC LIMIT 100";
 
@@ -66,7 +72,9 @@ pub type TokenHash = [u8; 32];
 /// A new random session token, `gw_` + 43 base64url characters.
 pub fn new_token() -> String {
     let mut bytes = [0u8; TOKEN_BYTES];
-    rand::rngs::OsRng.try_fill_bytes(&mut bytes).expect("the OS random number generator failed");
+    rand::rngs::OsRng
+        .try_fill_bytes(&mut bytes)
+        .expect("the OS random number generator failed");
     format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes))
 }
 
@@ -125,15 +133,33 @@ struct LookupExpiry {
 }
 
 impl Expiry<TokenHash, Lookup> for LookupExpiry {
-    fn expire_after_create(&self, _key: &TokenHash, value: &Lookup, _now: Instant) -> Option<Duration> {
+    fn expire_after_create(
+        &self,
+        _key: &TokenHash,
+        value: &Lookup,
+        _now: Instant,
+    ) -> Option<Duration> {
         Some(match value {
             Lookup::Found(identity) => {
-                let left = identity.expires_at.duration_since(SystemTime::now()).unwrap_or_default();
+                let left = identity
+                    .expires_at
+                    .duration_since(SystemTime::now())
+                    .unwrap_or_default();
                 self.positive.min(left)
             }
             Lookup::Missing => self.negative,
         })
     }
+}
+
+/// Counters of one [`Sessions`] instance (the metrics are process-wide; these are per
+/// instance, so tests running several gateways in one process can tell them apart).
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    /// Session queries sent to the database.
+    pub queries: AtomicU64,
 }
 
 /// Session validation for the request path, shared by all connections.
@@ -143,6 +169,7 @@ pub struct Sessions {
     cache: Cache<TokenHash, Lookup>,
     touch: touch::Queue,
     settings: Arc<config::Sessions>,
+    stats: Arc<Stats>,
 }
 
 impl Sessions {
@@ -160,7 +187,13 @@ impl Sessions {
             pool,
             cache,
             settings: Arc::new(settings.clone()),
+            stats: Arc::new(Stats::default()),
         }
+    }
+
+    /// This instance's counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
     }
 
     pub fn pool(&self) -> &Pool {
@@ -171,8 +204,9 @@ impl Sessions {
         &self.settings
     }
 
-    /// Entries in the cache (approximate), for the metrics.
-    pub fn cached_entries(&self) -> u64 {
+    /// Entries in the cache, for the metrics (runs the cache's pending maintenance first).
+    pub async fn cached_entries(&self) -> u64 {
+        self.cache.run_pending_tasks().await;
         self.cache.entry_count()
     }
 
@@ -187,7 +221,8 @@ impl Sessions {
     /// the revocation poll invalidated it). Errors are never cached.
     pub async fn validate(&self, token: &str) -> Result<Option<Arc<Identity>>, SessionError> {
         let Some(hash) = hash_token(token) else {
-            metrics::counter!("gateway_session_lookups_total", "result" => "malformed").increment(1);
+            metrics::counter!("gateway_session_lookups_total", "result" => "malformed")
+                .increment(1);
             return Ok(None);
         };
         let mut missed = false;
@@ -195,13 +230,21 @@ impl Sessions {
             .cache
             .try_get_with(hash, async {
                 missed = true;
+                self.stats.queries.fetch_add(1, Ordering::Relaxed);
                 load(&self.pool, &hash).await
             })
             .await
             .map_err(|e| {
-                metrics::counter!("gateway_session_lookups_total", "result" => "error").increment(1);
+                metrics::counter!("gateway_session_lookups_total", "result" => "error")
+                    .increment(1);
                 SessionError::Unavailable(e.to_string())
             })?;
+        let counter = if missed {
+            &self.stats.misses
+        } else {
+            &self.stats.hits
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("gateway_session_cache_total", "result" => if missed { "miss" } else { "hit" }).increment(1);
         let Lookup::Found(identity) = lookup else {
             return Ok(None);
@@ -216,7 +259,8 @@ impl Sessions {
     }
 
     fn is_live(&self, identity: &Identity, now: SystemTime) -> bool {
-        let last_seen = UNIX_EPOCH + Duration::from_secs(identity.last_seen.load(Ordering::Relaxed));
+        let last_seen =
+            UNIX_EPOCH + Duration::from_secs(identity.last_seen.load(Ordering::Relaxed));
         identity.loaded_at.elapsed() <= self.settings.cache_ttl
             && now < identity.expires_at
             && now < last_seen + self.settings.idle_timeout
@@ -268,8 +312,18 @@ impl Sessions {
     ///
     /// # Errors
     /// A database error.
-    pub async fn revoke_own(&self, user_id: &str, session_id: Uuid, reason: &str) -> Result<u64, DbError> {
-        let hashes = revoke(&self.pool, REVOKE_ONE_OF_USER, &[&session_id, &user_id, &reason]).await?;
+    pub async fn revoke_own(
+        &self,
+        user_id: &str,
+        session_id: Uuid,
+        reason: &str,
+    ) -> Result<u64, DbError> {
+        let hashes = revoke(
+            &self.pool,
+            REVOKE_ONE_OF_USER,
+            &[&session_id, &user_id, &reason],
+        )
+        .await?;
         self.invalidate(&hashes).await;
         Ok(hashes.len() as u64)
     }
@@ -278,7 +332,12 @@ impl Sessions {
     ///
     /// # Errors
     /// A database error.
-    pub async fn revoke_others(&self, user_id: &str, keep: Uuid, reason: &str) -> Result<u64, DbError> {
+    pub async fn revoke_others(
+        &self,
+        user_id: &str,
+        keep: Uuid,
+        reason: &str,
+    ) -> Result<u64, DbError> {
         let hashes = revoke(&self.pool, REVOKE_OTHERS, &[&user_id, &keep, &reason]).await?;
         self.invalidate(&hashes).await;
         Ok(hashes.len() as u64)
@@ -330,7 +389,12 @@ pub struct SessionInfo {
 ///
 /// # Errors
 /// A database error.
-pub async fn create(pool: &Pool, user_id: &str, meta: &SessionMeta, lifetime: Duration) -> Result<NewSession, DbError> {
+pub async fn create(
+    pool: &Pool,
+    user_id: &str,
+    meta: &SessionMeta,
+    lifetime: Duration,
+) -> Result<NewSession, DbError> {
     let id = Uuid::new_v4();
     let token = new_token();
     let hash: TokenHash = Sha256::digest(token.as_bytes()).into();
@@ -338,10 +402,17 @@ pub async fn create(pool: &Pool, user_id: &str, meta: &SessionMeta, lifetime: Du
     let device = meta.device_label.as_deref().map(|s| truncate(s, 200));
     let agent = meta.user_agent.as_deref().map(|s| truncate(s, 400));
     let lifetime_secs = i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX);
-    let params: [&(dyn ToSql + Sync); 7] = [&id, &user_id, &hash.as_slice(), &ip, &device, &agent, &lifetime_secs];
+    let params: [&(dyn ToSql + Sync); 7] = [
+        &id,
+        &user_id,
+        &hash.as_slice(),
+        &ip,
+        &device,
+        &agent,
+        &lifetime_secs,
+    ];
     let params = &params;
-    let row = db::transaction(pool, |tx| async move { tx.query_one(INSERT, params).await })
-    .await?;
+    let row = db::transaction(pool, |tx| async move { tx.query_one(INSERT, params).await }).await?;
     Ok(NewSession {
         id,
         token,
@@ -381,7 +452,12 @@ async fn load(pool: &Pool, hash: &TokenHash) -> Result<Lookup, DbError> {
         roles,
         expires_at,
         created_at: row.get(8),
-        last_seen: AtomicU64::new(last_seen.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()),
+        last_seen: AtomicU64::new(
+            last_seen
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs(),
+        ),
         loaded_at: Instant::now(),
     })))
 }

@@ -6,14 +6,18 @@ use deadpool_postgres::Pool;
 
 use crate::db::{self, DbError};
 
-const INSERT_USER: &str = "INSERT INTO users (id, email, email_verified, status) VALUES ($1, $2, $3, 'active')";
+const INSERT_USER: &str =
+    "INSERT INTO users (id, email, email_verified, status) VALUES ($1, $2, $3, 'active')";
 const UPSERT_PASSWORD: &str = "INSERT INTO user_passwords (user_id, password_hash) VALUES ($1, $2)
     ON CONFLICT (user_id) DO UPDATE SET password_hash = excluded.password_hash, updated_at = now()";
-const INSERT_ROLE: &str = "INSERT INTO user_roles (user_id, role) VALUES ($1, $2) ON CONFLICT (user_id, role) DO NOTHING";
+const INSERT_ROLE: &str =
+    "INSERT INTO user_roles (user_id, role) VALUES ($1, $2) ON CONFLICT (user_id, role) DO NOTHING";
 const DELETE_ROLE: &str = "DELETE FROM user_roles WHERE user_id = $1 AND role = $2";
 const TOUCH_USER: &str = "UPDATE users SET updated_at = now() WHERE id = $1";
-const SET_STATUS: &str = "UPDATE users SET status = $2, updated_at = now() WHERE id = $1 AND deleted_at IS NULL";
-const SET_VERIFIED: &str = "UPDATE users SET email_verified = true, updated_at = now() WHERE id = $1";
+const SET_STATUS: &str =
+    "UPDATE users SET status = $2, updated_at = now() WHERE id = $1 AND deleted_at IS NULL";
+const SET_VERIFIED: &str =
+    "UPDATE users SET email_verified = true, updated_at = now() WHERE id = $1";
 const SELECT_BY_EMAIL: &str = "SELECT u.id, u.email, u.email_verified, u.status, p.password_hash
     FROM users u LEFT JOIN user_passwords p ON p.user_id = u.id
     WHERE u.email = $1 AND u.deleted_at IS NULL";
@@ -52,7 +56,11 @@ impl Status {
 
     fn parse(s: &str) -> Status {
         // The CHECK constraint admits only these two; anything else fails closed.
-        if s == "active" { Status::Active } else { Status::Disabled }
+        if s == "active" {
+            Status::Active
+        } else {
+            Status::Disabled
+        }
     }
 }
 
@@ -82,7 +90,10 @@ pub fn normalize_email(raw: &str) -> Result<String, UserError> {
     if email.len() > MAX_EMAIL_BYTES {
         return bad("longer than 254 bytes");
     }
-    if email.chars().any(|c| c.is_whitespace() || c.is_control() || "<>(),;:\\\"[]".contains(c)) {
+    if email
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || "<>(),;:\\\"[]".contains(c))
+    {
         return bad("contains spaces, control characters or <>(),;:\\\"[]");
     }
     let Some((local, domain)) = email.split_once('@') else {
@@ -95,7 +106,11 @@ pub fn normalize_email(raw: &str) -> Result<String, UserError> {
         return bad("more than one @");
     }
     let labels: Vec<&str> = domain.split('.').collect();
-    if labels.len() < 2 || labels.iter().any(|l| l.is_empty() || l.starts_with('-') || l.ends_with('-')) {
+    if labels.len() < 2
+        || labels
+            .iter()
+            .any(|l| l.is_empty() || l.starts_with('-') || l.ends_with('-'))
+    {
         return bad("the domain must look like example.com");
     }
     Ok(email)
@@ -112,7 +127,11 @@ pub fn check_role(role: &str) -> Result<(), UserError> {
         && role
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-.:".contains(&b));
-    if ok { Ok(()) } else { Err(UserError::InvalidRole(role.to_string())) }
+    if ok {
+        Ok(())
+    } else {
+        Err(UserError::InvalidRole(role.to_string()))
+    }
 }
 
 /// A new user.
@@ -135,7 +154,8 @@ pub async fn create(pool: &Pool, new: &NewUser<'_>) -> Result<User, UserError> {
     }
     let id = &uuid::Uuid::new_v4().to_string();
     let result = db::transaction(pool, |tx| async move {
-        tx.execute(INSERT_USER, &[&id, &new.email, &new.email_verified]).await?;
+        tx.execute(INSERT_USER, &[&id, &new.email, &new.email_verified])
+            .await?;
         if let Some(hash) = new.password_hash {
             tx.execute(UPSERT_PASSWORD, &[&id, &hash]).await?;
         }
@@ -147,7 +167,9 @@ pub async fn create(pool: &Pool, new: &NewUser<'_>) -> Result<User, UserError> {
     .await;
     match result {
         Ok(()) => {}
-        Err(e) if e.is_unique_violation() => return Err(UserError::DuplicateEmail(new.email.to_string())),
+        Err(e) if e.is_unique_violation() => {
+            return Err(UserError::DuplicateEmail(new.email.to_string()));
+        }
         Err(e) => return Err(e.into()),
     }
     let mut roles = new.roles.to_vec();
@@ -236,7 +258,8 @@ pub async fn remove_role(pool: &Pool, email: &str, role: &str) -> Result<(), Use
 pub async fn set_status(pool: &Pool, email: &str, status: Status) -> Result<(), UserError> {
     let user = &require(pool, email).await?;
     db::transaction(pool, |tx| async move {
-        tx.execute(SET_STATUS, &[&user.id, &status.as_str()]).await?;
+        tx.execute(SET_STATUS, &[&user.id, &status.as_str()])
+            .await?;
         Ok(())
     })
     .await?;
@@ -277,10 +300,21 @@ mod tests {
 
     #[test]
     fn emails_are_lowercased_and_validated() {
-        assert_eq!(normalize_email("  Alice@Example.COM ").unwrap(), "alice@example.com");
+        assert_eq!(
+            normalize_email("  Alice@Example.COM ").unwrap(),
+            "alice@example.com"
+        );
         for bad in [
-            "", "alice", "@example.com", "alice@", "alice@example", "a@b@example.com", "alice @example.com",
-            "alice@example..com", "alice@-example.com", "al<ice@example.com",
+            "",
+            "alice",
+            "@example.com",
+            "alice@",
+            "alice@example",
+            "a@b@example.com",
+            "alice @example.com",
+            "alice@example..com",
+            "alice@-example.com",
+            "al<ice@example.com",
         ] {
             assert!(normalize_email(bad).is_err(), "{bad:?} must be refused");
         }

@@ -58,11 +58,13 @@ async fn write_batches(pool: Pool, mut rx: mpsc::Receiver<Uuid>) {
         batch.dedup();
         // The update is idempotent, so the transaction may safely be retried.
         let ids: &[Uuid] = &batch;
-        let result = db::transaction(&pool, |tx| async move { tx.execute(TOUCH, &[&ids]).await }).await;
+        let result =
+            db::transaction(&pool, |tx| async move { tx.execute(TOUCH, &[&ids]).await }).await;
         match result {
             Ok(n) => metrics::counter!("gateway_session_touches_written_total").increment(n),
             Err(e) => {
-                metrics::counter!("gateway_session_touches_dropped_total").increment(batch.len() as u64);
+                metrics::counter!("gateway_session_touches_dropped_total")
+                    .increment(batch.len() as u64);
                 tracing::warn!(error = %e, count = batch.len(), "could not write last_seen_at");
             }
         }

@@ -1,1 +1,28 @@
+//! Integration tests of the gateway against a real PostgreSQL server, as one test binary.
+//!
+//! The server comes from `DATABASE_URL` (any database on it; default
+//! `postgres://postgres@127.0.0.1:5432/postgres`). Every test gets its own database, cloned
+//! from a migrated template, so the tests run in parallel and leave nothing behind.
+//!
+//! - [`support`]: the harness (`TestDb`, the `gateway` binary runner).
+//! - [`migrations`]: the embedded migrations and the schema they build, against the spec.
+//! - [`db_retry`]: `db::transaction` retries serialization failures and nothing else.
+//! - [`cli`]: every `gateway user` / `sessions` / `check-config` path, through the binary.
+//! - [`sql_lint`]: no PostgreSQL-only SQL (the schema must also run on CockroachDB).
+//! - [`proxy`]: policies, identity headers, path tricks, the session cache, limits, upstreams.
+//! - [`revocation`]: two instances; logout, role change, disable seen within the poll window.
+//! - [`forward_auth`]: `/auth/verify` and the example nginx configuration.
+//! - [`tls`]: ALPN h2/http1.1, handshake and header read timeouts.
+//! - [`shutdown`]: SIGTERM under load loses no request.
 
+mod support;
+
+mod cli;
+mod db_retry;
+mod forward_auth;
+mod migrations;
+mod proxy;
+mod revocation;
+mod shutdown;
+mod sql_lint;
+mod tls;
