@@ -1,6 +1,10 @@
 //! Configuration: a TOML file (or built-in defaults) with `GATEWAY_SECTION__KEY` environment
-//! overrides, read into a raw serde struct that rejects unknown keys, then validated into the
-//! typed [`Config`] the rest of the gateway uses. Every problem names its key and the fix.
+//! overrides, read into a raw serde struct, then validated into the typed [`Config`] the rest
+//! of the gateway uses. Every problem names its key and the fix.
+//!
+//! Unknown keys are errors, not ignored: they are collected with `serde_ignored` (rather than
+//! `deny_unknown_fields`, which stops at the first one) so that `check-config` lists all of
+//! them at once, each with its full path (`server.lisen`) or environment variable.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -52,6 +56,26 @@ pub const DEFAULT_MAIL_TRANSPORT: &str = "log";
 pub const DEFAULT_SMTP_URL: &str = "smtp://127.0.0.1:2525";
 pub const DEFAULT_MAIL_FROM: &str = "Gateway <no-reply@example.com>";
 
+pub const DEFAULT_MAIL_QUEUE: u64 = 1000;
+pub const DEFAULT_MAIL_RETRIES: u64 = 5;
+pub const DEFAULT_MAIL_SEND_TIMEOUT: &str = "10s";
+
+pub const DEFAULT_CODE_TTL: &str = "10m";
+pub const DEFAULT_CODE_MAX_ATTEMPTS: u64 = 5;
+pub const DEFAULT_MAGIC_LINK_TTL: &str = "15m";
+pub const DEFAULT_FAILURE_BUDGET: u64 = 10;
+pub const DEFAULT_FAILURE_WINDOW: &str = "1h";
+
+pub const DEFAULT_RATE_LOGIN_IP: &str = "30/1m";
+pub const DEFAULT_RATE_LOGIN_EMAIL: &str = "10/1m";
+pub const DEFAULT_RATE_OTP_REQUEST_IP: &str = "20/1m";
+pub const DEFAULT_RATE_OTP_REQUEST_EMAIL: &str = "5/15m";
+pub const DEFAULT_RATE_OTP_VERIFY_IP: &str = "30/1m";
+pub const DEFAULT_RATE_OTP_VERIFY_EMAIL: &str = "10/15m";
+pub const DEFAULT_RATE_REGISTER_IP: &str = "10/1m";
+pub const DEFAULT_RATE_MAGIC_REQUEST_IP: &str = "20/1m";
+pub const DEFAULT_RATE_MAGIC_REQUEST_EMAIL: &str = "5/15m";
+
 pub const DEFAULT_LOG_FORMAT: &str = "text";
 pub const DEFAULT_LOG_LEVEL: &str = "info";
 
@@ -70,7 +94,7 @@ pub const ENV_PREFIX: &str = "GATEWAY_";
 // Raw configuration: exactly the file format.
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct RawConfig {
     pub server: RawServer,
     pub upstream: RawUpstream,
@@ -79,12 +103,14 @@ pub struct RawConfig {
     pub auth: RawAuth,
     pub headers: RawHeaders,
     pub mail: RawMail,
+    pub codes: RawCodes,
+    pub rate_limits: RawRateLimits,
     pub log: RawLog,
     pub routes: Vec<RawRoute>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct RawServer {
     pub listen: String,
     pub tls_cert: Option<String>,
@@ -124,7 +150,7 @@ impl Default for RawServer {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct RawUpstream {
     pub connect_timeout: String,
     pub response_timeout: String,
@@ -144,7 +170,7 @@ impl Default for RawUpstream {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct RawDatabase {
     pub url: String,
     pub max_connections: u64,
@@ -166,7 +192,7 @@ impl Default for RawDatabase {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct RawSessions {
     pub cookie_name: String,
     pub lifetime: String,
@@ -198,7 +224,7 @@ impl Default for RawSessions {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct RawAuth {
     pub bcrypt_cost: u32,
     pub bcrypt_concurrency: u64,
@@ -220,7 +246,7 @@ impl Default for RawAuth {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct RawHeaders {
     pub user_id: String,
     pub user_email: String,
@@ -246,11 +272,14 @@ impl Default for RawHeaders {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct RawMail {
     pub transport: String,
     pub smtp_url: String,
     pub from: String,
+    pub queue: u64,
+    pub retries: u64,
+    pub send_timeout: String,
 }
 
 impl Default for RawMail {
@@ -259,12 +288,67 @@ impl Default for RawMail {
             transport: DEFAULT_MAIL_TRANSPORT.into(),
             smtp_url: DEFAULT_SMTP_URL.into(),
             from: DEFAULT_MAIL_FROM.into(),
+            queue: DEFAULT_MAIL_QUEUE,
+            retries: DEFAULT_MAIL_RETRIES,
+            send_timeout: DEFAULT_MAIL_SEND_TIMEOUT.into(),
         }
     }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
+pub struct RawCodes {
+    pub ttl: String,
+    pub max_attempts: u64,
+    pub magic_link_ttl: String,
+    pub failure_budget: u64,
+    pub failure_window: String,
+}
+
+impl Default for RawCodes {
+    fn default() -> Self {
+        Self {
+            ttl: DEFAULT_CODE_TTL.into(),
+            max_attempts: DEFAULT_CODE_MAX_ATTEMPTS,
+            magic_link_ttl: DEFAULT_MAGIC_LINK_TTL.into(),
+            failure_budget: DEFAULT_FAILURE_BUDGET,
+            failure_window: DEFAULT_FAILURE_WINDOW.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RawRateLimits {
+    pub login_per_ip: String,
+    pub login_per_email: String,
+    pub otp_request_per_ip: String,
+    pub otp_request_per_email: String,
+    pub otp_verify_per_ip: String,
+    pub otp_verify_per_email: String,
+    pub register_per_ip: String,
+    pub magic_request_per_ip: String,
+    pub magic_request_per_email: String,
+}
+
+impl Default for RawRateLimits {
+    fn default() -> Self {
+        Self {
+            login_per_ip: DEFAULT_RATE_LOGIN_IP.into(),
+            login_per_email: DEFAULT_RATE_LOGIN_EMAIL.into(),
+            otp_request_per_ip: DEFAULT_RATE_OTP_REQUEST_IP.into(),
+            otp_request_per_email: DEFAULT_RATE_OTP_REQUEST_EMAIL.into(),
+            otp_verify_per_ip: DEFAULT_RATE_OTP_VERIFY_IP.into(),
+            otp_verify_per_email: DEFAULT_RATE_OTP_VERIFY_EMAIL.into(),
+            register_per_ip: DEFAULT_RATE_REGISTER_IP.into(),
+            magic_request_per_ip: DEFAULT_RATE_MAGIC_REQUEST_IP.into(),
+            magic_request_per_email: DEFAULT_RATE_MAGIC_REQUEST_EMAIL.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RawLog {
     pub format: String,
     pub level: String,
@@ -280,7 +364,6 @@ impl Default for RawLog {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawRoute {
     pub path_prefix: String,
     pub upstream: String,
@@ -307,6 +390,8 @@ pub struct Config {
     pub auth: Auth,
     pub headers: Headers,
     pub mail: Mail,
+    pub codes: Codes,
+    pub rate_limits: RateLimits,
     pub log: Log,
     pub routes: Vec<Route>,
 }
@@ -460,8 +545,64 @@ pub enum MailTransport {
 #[derive(Debug, Clone)]
 pub struct Mail {
     pub transport: MailTransport,
+    /// lettre's URL form: `smtp://[user:pass@]host:port[?tls=required|opportunistic]` or
+    /// `smtps://...` (implicit TLS).
     pub smtp_url: String,
     pub from: String,
+    /// Messages waiting to be sent; beyond it new mail is dropped and counted.
+    pub queue: usize,
+    /// Attempts per message after the first, with backoff.
+    pub retries: u32,
+    pub send_timeout: Duration,
+}
+
+/// One-time codes and magic links.
+#[derive(Debug, Clone)]
+pub struct Codes {
+    pub ttl: Duration,
+    /// Wrong guesses per code before it is dead.
+    pub max_attempts: u32,
+    pub magic_link_ttl: Duration,
+    /// Failed guesses per (email, purpose) within `failure_window`, across re-issued codes.
+    pub failure_budget: u32,
+    pub failure_window: Duration,
+}
+
+/// `count` events per `per`, per key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub count: u32,
+    pub per: Duration,
+}
+
+impl std::str::FromStr for RateLimit {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("`{s}` is not a rate; write it like \"10/1m\" (10 per minute)");
+        let (count, per) = s.split_once('/').ok_or_else(bad)?;
+        let count: u32 = count.trim().parse().map_err(|_| bad())?;
+        let per = parse_duration(per).map_err(|_| bad())?;
+        if count == 0 || per.is_zero() {
+            return Err(format!(
+                "`{s}`: both the count and the period must be positive"
+            ));
+        }
+        Ok(RateLimit { count, per })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RateLimits {
+    pub login_per_ip: RateLimit,
+    pub login_per_email: RateLimit,
+    pub otp_request_per_ip: RateLimit,
+    pub otp_request_per_email: RateLimit,
+    pub otp_verify_per_ip: RateLimit,
+    pub otp_verify_per_email: RateLimit,
+    pub register_per_ip: RateLimit,
+    pub magic_request_per_ip: RateLimit,
+    pub magic_request_per_email: RateLimit,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -600,6 +741,8 @@ impl Config {
             auth: v.auth(&raw.auth),
             headers: v.headers(&raw.headers),
             mail: v.mail(&raw.mail),
+            codes: v.codes(&raw.codes),
+            rate_limits: v.rate_limits(&raw.rate_limits),
             log: v.log(&raw.log),
             routes: raw
                 .routes
@@ -629,7 +772,36 @@ impl Config {
                 ),
             });
         }
+        if self.mail.transport == MailTransport::Log && !self.server.public_url.is_local() {
+            problems.push(Problem {
+                key: "mail.transport".into(),
+                message: format!(
+                    "\"log\" writes codes and links to the log and is for development only: server.public_url ({}) \
+                     is not a local address (localhost, 127.0.0.1, ::1 or a .test/.localhost name); use \"smtp\"",
+                    self.server.public_url.origin
+                ),
+            });
+        }
         problems
+    }
+}
+
+impl PublicUrl {
+    /// Whether the public URL names this machine or a reserved test domain, where the dev-only
+    /// `log` mail transport is allowed.
+    pub fn is_local(&self) -> bool {
+        let rest = self
+            .origin
+            .split_once("://")
+            .map_or(self.origin.as_str(), |(_, r)| r);
+        let host = if let Some(v6) = rest.strip_prefix('[') {
+            v6.split(']').next().unwrap_or_default()
+        } else {
+            rest.rsplit_once(':').map_or(rest, |(h, _)| h)
+        };
+        matches!(host, "localhost" | "127.0.0.1" | "::1")
+            || host.ends_with(".localhost")
+            || host.ends_with(".test")
     }
 }
 
@@ -638,13 +810,26 @@ fn parse_with_overrides(
     text: &str,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<RawConfig, Vec<Problem>> {
-    let raw: RawConfig = toml::from_str(text).map_err(|e| vec![toml_problem(&e)])?;
+    let deserializer =
+        toml::de::Deserializer::parse(text).map_err(|e| vec![file_problem(text, &e)])?;
+    let mut unknown = Vec::new();
+    let raw: RawConfig =
+        serde_ignored::deserialize(deserializer, |path| unknown.push(path.to_string()))
+            .map_err(|e| vec![file_problem(text, &e)])?;
+    let mut problems: Vec<Problem> = unknown
+        .into_iter()
+        .map(|key| unknown_key(key, None))
+        .collect();
     let overrides: BTreeMap<String, String> = env
         .into_iter()
         .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k.contains("__"))
         .collect();
     if overrides.is_empty() {
-        return Ok(raw);
+        return if problems.is_empty() {
+            Ok(raw)
+        } else {
+            Err(problems)
+        };
     }
     let mut tree = toml::Table::try_from(&raw).map_err(|e| {
         vec![Problem {
@@ -652,7 +837,6 @@ fn parse_with_overrides(
             message: format!("cannot re-encode the configuration: {e}"),
         }]
     })?;
-    let mut problems = Vec::new();
     for (var, value) in &overrides {
         if let Err(message) = apply_override(&mut tree, var, value) {
             problems.push(Problem {
@@ -661,31 +845,72 @@ fn parse_with_overrides(
             });
         }
     }
-    if !problems.is_empty() {
-        return Err(problems);
+    let mut unknown = Vec::new();
+    let merged = serde_ignored::deserialize(toml::Value::Table(tree), |path| {
+        unknown.push(path.to_string())
+    });
+    for key in unknown {
+        let var = format!(
+            "{ENV_PREFIX}{}",
+            key.replacen('.', "__", 1).to_ascii_uppercase()
+        );
+        problems.push(unknown_key(key, Some(var)));
     }
-    RawConfig::deserialize(toml::Value::Table(tree)).map_err(|e| {
-        vec![Problem {
-            key: "(environment)".into(),
-            message: format!("{e}; check the GATEWAY_SECTION__KEY variables"),
-        }]
-    })
+    match merged {
+        Ok(raw) if problems.is_empty() => Ok(raw),
+        Ok(_) => Err(problems),
+        Err(e) => {
+            problems.push(Problem {
+                key: "(environment)".into(),
+                message: format!("{e}; check the GATEWAY_SECTION__KEY variables"),
+            });
+            Err(problems)
+        }
+    }
 }
 
-fn toml_problem(e: &toml::de::Error) -> Problem {
-    let message = e.message().trim().to_string();
-    let key = match e.span() {
-        Some(span) => format!("(file, bytes {}..{})", span.start, span.end),
-        None => "(file)".into(),
+fn unknown_key(key: String, var: Option<String>) -> Problem {
+    let message = match &var {
+        Some(var) => {
+            format!("unknown key `{key}` (from environment {var}); remove it or fix its spelling")
+        }
+        None => format!(
+            "unknown key `{key}`; remove it or fix its spelling (see config/gateway.example.toml)"
+        ),
     };
-    let hint = if message.starts_with("unknown field") {
-        "; remove it or fix its spelling (see config/gateway.example.toml)"
-    } else {
-        ""
+    Problem {
+        key: var.unwrap_or(key),
+        message,
+    }
+}
+
+/// A file problem located by its line: the key (`section.key`) when the span points at one.
+fn file_problem(text: &str, e: &toml::de::Error) -> Problem {
+    let message = e.message().trim().to_string();
+    let Some(span) = e.span() else {
+        return Problem {
+            key: "(file)".into(),
+            message,
+        };
+    };
+    let start = span.start.min(text.len());
+    let line_no = text[..start].matches('\n').count() + 1;
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or_default().trim();
+    let section = text[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    let key = match (line.split_once('='), section) {
+        (Some((k, _)), Some(section)) => format!("{section}.{}", k.trim()),
+        (Some((k, _)), None) => k.trim().to_string(),
+        (None, _) => format!("(file line {line_no})"),
     };
     Problem {
         key,
-        message: format!("{message}{hint}"),
+        message: format!("{message} (line {line_no}: `{line}`)"),
     }
 }
 
@@ -1074,6 +1299,63 @@ impl Validator {
             transport,
             smtp_url: raw.smtp_url.clone(),
             from: raw.from.clone(),
+            queue: self.count("mail.queue", raw.queue, 1, 1_000_000),
+            retries: u32::try_from(self.count("mail.retries", raw.retries, 0, 100)).unwrap_or(100),
+            send_timeout: self.positive_duration("mail.send_timeout", &raw.send_timeout),
+        }
+    }
+
+    fn codes(&mut self, raw: &RawCodes) -> Codes {
+        Codes {
+            ttl: self.positive_duration("codes.ttl", &raw.ttl),
+            max_attempts: u32::try_from(self.count("codes.max_attempts", raw.max_attempts, 1, 100))
+                .unwrap_or(100),
+            magic_link_ttl: self.positive_duration("codes.magic_link_ttl", &raw.magic_link_ttl),
+            failure_budget: u32::try_from(self.count(
+                "codes.failure_budget",
+                raw.failure_budget,
+                1,
+                10_000,
+            ))
+            .unwrap_or(10_000),
+            failure_window: self.positive_duration("codes.failure_window", &raw.failure_window),
+        }
+    }
+
+    fn rate(&mut self, key: &str, value: &str) -> RateLimit {
+        value.parse().unwrap_or_else(|m: String| {
+            self.problem(key, m);
+            RateLimit {
+                count: 1,
+                per: Duration::from_secs(1),
+            }
+        })
+    }
+
+    fn rate_limits(&mut self, raw: &RawRateLimits) -> RateLimits {
+        RateLimits {
+            login_per_ip: self.rate("rate_limits.login_per_ip", &raw.login_per_ip),
+            login_per_email: self.rate("rate_limits.login_per_email", &raw.login_per_email),
+            otp_request_per_ip: self
+                .rate("rate_limits.otp_request_per_ip", &raw.otp_request_per_ip),
+            otp_request_per_email: self.rate(
+                "rate_limits.otp_request_per_email",
+                &raw.otp_request_per_email,
+            ),
+            otp_verify_per_ip: self.rate("rate_limits.otp_verify_per_ip", &raw.otp_verify_per_ip),
+            otp_verify_per_email: self.rate(
+                "rate_limits.otp_verify_per_email",
+                &raw.otp_verify_per_email,
+            ),
+            register_per_ip: self.rate("rate_limits.register_per_ip", &raw.register_per_ip),
+            magic_request_per_ip: self.rate(
+                "rate_limits.magic_request_per_ip",
+                &raw.magic_request_per_ip,
+            ),
+            magic_request_per_email: self.rate(
+                "rate_limits.magic_request_per_email",
+                &raw.magic_request_per_email,
+            ),
         }
     }
 
@@ -1237,10 +1519,19 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_rejected() {
-        let e = load("[server]\nlisten = \"127.0.0.1:1\"\nlisen = \"x\"\n", &[]).unwrap_err();
-        assert!(e[0].message.contains("unknown field `lisen`"), "{e:?}");
-        let e = load("[srever]\n", &[]).unwrap_err();
-        assert!(e[0].message.contains("unknown field `srever`"), "{e:?}");
+        let e = load(
+            "[server]\nlisten = \"127.0.0.1:1\"\nlisen = \"x\"\n[srever]\nx = 1\n[[routes]]\npath_prefix = \"/\"\nupstream = \"http://a:1\"\nauht = \"public\"\n",
+            &[],
+        )
+        .unwrap_err();
+        let mut keys: Vec<_> = e.iter().map(|p| p.key.as_str()).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["routes.0.auht", "server.lisen", "srever"], "{e:?}");
+        assert!(
+            e.iter()
+                .any(|p| p.message.contains("unknown key `server.lisen`")),
+            "{e:?}"
+        );
     }
 
     #[test]
@@ -1284,7 +1575,8 @@ mod tests {
         let keys: Vec<_> = e.iter().map(|p| p.key.as_str()).collect();
         assert_eq!(keys, ["GATEWAY_AUTH__BCRYPT_COST", "GATEWAY_NOPE__X"]);
         let e = load("", &[("GATEWAY_AUTH__NO_SUCH_KEY", "1")]).unwrap_err();
-        assert!(e[0].message.contains("no_such_key"), "{e:?}");
+        assert_eq!(e[0].key, "GATEWAY_AUTH__NO_SUCH_KEY", "{e:?}");
+        assert!(e[0].message.contains("auth.no_such_key"), "{e:?}");
     }
 
     #[test]
@@ -1322,6 +1614,59 @@ mod tests {
         ] {
             assert!(keys.contains(&k), "missing {k} in {keys:?}");
         }
+    }
+
+    #[test]
+    fn type_errors_name_the_key_and_line() {
+        let e = load("[auth]\nbcrypt_cost = \"twelve\"\n", &[]).unwrap_err();
+        assert_eq!(e[0].key, "auth.bcrypt_cost", "{e:?}");
+        assert!(e[0].message.contains("line 2"), "{e:?}");
+        let e = load("[auth\n", &[]).unwrap_err();
+        assert!(e[0].message.contains("line 1"), "{e:?}");
+    }
+
+    #[test]
+    fn rates_parse() {
+        assert_eq!(
+            "10/1m".parse::<RateLimit>(),
+            Ok(RateLimit {
+                count: 10,
+                per: Duration::from_secs(60)
+            })
+        );
+        for bad in ["10", "0/1m", "10/0s", "x/1m", "10/soon"] {
+            assert!(bad.parse::<RateLimit>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_log_mail_transport_is_for_local_urls_only() {
+        let local = |url: &str| {
+            let c = load(&format!("[server]\npublic_url = \"{url}\"\n"), &[]).unwrap();
+            c.server.public_url.is_local()
+        };
+        for url in [
+            "https://localhost:8443",
+            "http://127.0.0.1:1",
+            "https://[::1]:8443",
+            "https://gw.test",
+            "https://a.localhost",
+        ] {
+            assert!(local(url), "{url}");
+        }
+        for url in [
+            "https://auth.example.com",
+            "https://localhost.example.com",
+            "https://test.example",
+        ] {
+            assert!(!local(url), "{url}");
+        }
+        let c = load(
+            "[server]\npublic_url = \"https://auth.example.com\"\n[auth]\nsecret = \"0123456789abcdef0123456789abcdef\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.serve_problems()[0].key, "mail.transport");
     }
 
     #[test]

@@ -179,9 +179,10 @@ pub async fn handle(
     }
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
-    metrics::counter!("gateway_requests_total", "route" => ctx.route.clone(), "status" => status.to_string())
+    let status_label = status.to_string();
+    metrics::counter!("gateway_requests_total", "route" => ctx.route.clone(), "status" => status_label.clone())
         .increment(1);
-    metrics::histogram!("gateway_request_duration_seconds", "route" => ctx.route.clone())
+    metrics::histogram!("gateway_request_duration_seconds", "route" => ctx.route.clone(), "status" => status_label)
         .record(elapsed.as_secs_f64());
     tracing::info!(
         target: "access",

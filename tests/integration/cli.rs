@@ -569,16 +569,21 @@ async fn check_config(file: &tempfile::NamedTempFile) -> Output {
 
 #[tokio::test]
 async fn check_config_names_an_unknown_key() {
-    let file = config_file("[server]\nlisten = \"127.0.0.1:8443\"\nlisen = \"127.0.0.1:1\"\n");
-    let out = check_config(&file).await;
-    out.expect_code(2)
-        .expect_output("unknown field `lisen`")
-        .expect_output("listen");
-    let file = config_file("[srever]\nlisten = \"127.0.0.1:8443\"\n");
+    let file = config_file(
+        "[server]\nlisten = \"127.0.0.1:8443\"\nlisen = \"127.0.0.1:1\"\n[srever]\nlisten = \"127.0.0.1:8443\"\n",
+    );
+    // Every unknown key at once, each with its full path.
     check_config(&file)
         .await
         .expect_code(2)
-        .expect_output("srever");
+        .expect_output("unknown key `server.lisen`")
+        .expect_output("unknown key `srever`");
+    let file = config_file("[auth]\nbcrypt_cost = \"twelve\"\n");
+    check_config(&file)
+        .await
+        .expect_code(2)
+        .expect_output("auth.bcrypt_cost")
+        .expect_output("line 2");
 }
 
 #[tokio::test]

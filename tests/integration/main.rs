@@ -14,12 +14,14 @@
 //! - [`forward_auth`]: `/auth/verify` and the example nginx configuration.
 //! - [`tls`]: ALPN h2/http1.1, handshake and header read timeouts.
 //! - [`shutdown`]: SIGTERM under load loses no request.
+//! - [`logs`]: tokens and passwords never reach the logs.
 
 mod support;
 
 mod cli;
 mod db_retry;
 mod forward_auth;
+mod logs;
 mod migrations;
 mod proxy;
 mod revocation;

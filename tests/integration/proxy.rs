@@ -681,3 +681,131 @@ async fn admin_endpoints() {
         assert!(metrics.body.contains(name), "{name} missing from /metrics");
     }
 }
+
+#[tokio::test]
+async fn signed_identity_headers_verify_for_backends() {
+    let db = TestDb::new().await;
+    let key = "backend-shared-key-0123456789abcdef";
+    let gw = TestGateway::builder(&db)
+        .route("/", echo().await, "required")
+        .env("GATEWAY_HEADERS__SIGN", "true")
+        .env("GATEWAY_HEADERS__SIGNING_SECRET", key)
+        .start()
+        .await;
+    user(&db, "mo@example.com", PASSWORD, &["ops"]).await;
+    let token = gw.login("mo@example.com", PASSWORD).await;
+    let resp = get(gw.addr, "/orders/7?full=1").bearer(&token).send().await;
+    assert_eq!(resp.status, 200);
+    let h = |n: &str| resp.echoed(n).unwrap_or_default();
+    let signature = h("x-identity-signature");
+    assert!(signature.starts_with("t="), "{signature}");
+    let claims = gateway::headers::Claims {
+        user_id: &h("x-user-id"),
+        email: &h("x-user-email"),
+        roles: &h("x-user-roles"),
+        session_id: &h("x-session-id"),
+        request_id: &h("x-request-id"),
+        method: "GET",
+        path: "/orders/7?full=1",
+    };
+    let now = std::time::SystemTime::now();
+    let max_age = Duration::from_secs(60);
+    assert!(gateway::headers::verify_signature(
+        key.as_bytes(),
+        &signature,
+        &claims,
+        now,
+        max_age
+    ));
+    let tampered = gateway::headers::Claims {
+        roles: "ops,admin",
+        ..claims
+    };
+    assert!(!gateway::headers::verify_signature(
+        key.as_bytes(),
+        &signature,
+        &tampered,
+        now,
+        max_age
+    ));
+    let replayed = gateway::headers::Claims {
+        path: "/orders/8",
+        ..claims
+    };
+    assert!(!gateway::headers::verify_signature(
+        key.as_bytes(),
+        &signature,
+        &replayed,
+        now,
+        max_age
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overloaded_bcrypt_queue_answers_503_instead_of_queueing() {
+    let db = TestDb::new().await;
+    let gw = TestGateway::builder(&db)
+        .route("/", echo().await, "required")
+        .env("GATEWAY_AUTH__BCRYPT_COST", "10")
+        .env("GATEWAY_AUTH__BCRYPT_CONCURRENCY", "1")
+        .env("GATEWAY_AUTH__BCRYPT_QUEUE", "1")
+        .env("GATEWAY_RATE_LIMITS__LOGIN_PER_IP", "1000/1m")
+        .env("GATEWAY_RATE_LIMITS__LOGIN_PER_EMAIL", "1000/1m")
+        .start()
+        .await;
+    user(&db, "ned@example.com", PASSWORD, &[]).await;
+    let calls: Vec<_> = (0..8)
+        .map(|_| {
+            let addr = gw.addr;
+            tokio::spawn(async move {
+                post_json(
+                    addr,
+                    "/auth/login",
+                    &serde_json::json!({"email": "ned@example.com", "password": "wrong password"}),
+                )
+                .send()
+                .await
+            })
+        })
+        .collect();
+    let mut overloaded = 0;
+    for call in calls {
+        let resp = call.await.unwrap();
+        match resp.status {
+            401 => {}
+            503 => {
+                overloaded += 1;
+                assert_eq!(resp.header("retry-after"), Some("1"));
+                assert_eq!(resp.error_code(), "unavailable");
+            }
+            other => panic!("unexpected {other}: {}", resp.body),
+        }
+    }
+    assert!(
+        overloaded >= 1,
+        "8 concurrent logins with room for 2 must shed some"
+    );
+}
+
+#[tokio::test]
+async fn the_connection_cap_holds() {
+    let db = TestDb::new().await;
+    let gw = TestGateway::builder(&db)
+        .route("/", echo().await, "public")
+        .env("GATEWAY_SERVER__MAX_CONNECTIONS", "2")
+        .start()
+        .await;
+    let first = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let second = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let third =
+        tokio::time::timeout(Duration::from_millis(500), get(gw.addr, "/waiting").send()).await;
+    assert!(
+        third.is_err(),
+        "a third connection must wait while two are open"
+    );
+    drop(first);
+    let served = tokio::time::timeout(Duration::from_secs(5), get(gw.addr, "/after").send()).await;
+    assert_eq!(served.expect("served once a slot frees").status, 200);
+    drop(second);
+}
