@@ -88,7 +88,8 @@ trap summary EXIT
 # --- test-time tools ---------------------------------------------------------------------
 # >>> ensure_test_tools: tools that later test suites need beyond cargo and PostgreSQL.
 #   - aiosmtpd: the SMTP sink of the mail / OTP tests (python3 -m aiosmtpd);
-#   - chromium + chromium-driver: the browser tests of the login pages (/usr/bin/chromedriver).
+#   - chromium + chromium-driver: the browser tests of the login pages (/usr/bin/chromedriver);
+#   - nginx: the forward-auth test runs config/nginx-forward-auth.conf in a real nginx.
 # Installed only under CI=true or as root; a failed install is a warning, and the tests that
 # need a missing tool decide for themselves (skip or fail). Add new tools here.
 APT_UPDATED=0
@@ -109,7 +110,7 @@ ensure_test_tools() {
         return 0
     fi
     if [ "${CI:-}" != true ] && [ "$(id -u)" != 0 ]; then
-        echo "not CI and not root: not installing test-time tools (aiosmtpd, chromium, chromedriver)" >&2
+        echo "not CI and not root: not installing test-time tools (aiosmtpd, chromium, chromedriver, nginx)" >&2
         return 0
     fi
     if python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
@@ -128,6 +129,13 @@ ensure_test_tools() {
         echo "chromedriver: installing chromium chromium-driver with apt-get" >&2
         apt_install chromium chromium-driver >&2 ||
             warn "could not install chromium/chromium-driver; the browser tests may be skipped or fail"
+    fi
+    if [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1; then
+        echo "nginx: present" >&2
+    else
+        echo "nginx: installing with apt-get" >&2
+        apt_install nginx-light >&2 || apt_install nginx >&2 ||
+            warn "could not install nginx; the nginx forward-auth test may be skipped or fail"
     fi
 }
 # <<< ensure_test_tools
