@@ -101,10 +101,16 @@ impl Names {
         }
     }
 
-    /// Whether `name` is gateway-owned, in any spelling (`X_User_Id` too).
+    /// Whether `name` is gateway-owned, in any spelling (`X_User_Id` too). Header names are
+    /// already lower-case; only names with `_` need a canonical copy.
     pub fn is_owned(&self, name: &HeaderName) -> bool {
-        let canon = name.as_str().replace('_', "-");
-        self.owned.binary_search(&canon).is_ok()
+        let name = name.as_str();
+        if name.contains('_') {
+            let canon = name.replace('_', "-");
+            self.owned.binary_search_by(|o| o.as_str().cmp(&canon)).is_ok()
+        } else {
+            self.owned.binary_search_by(|o| o.as_str().cmp(name)).is_ok()
+        }
     }
 }
 

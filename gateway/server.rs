@@ -245,17 +245,21 @@ fn tls_acceptor(files: &config::TlsFiles) -> Result<TlsAcceptor, Failure> {
     Ok(TlsAcceptor::from(Arc::new(tls)))
 }
 
-/// Sets up logging as `[log]` says. Safe to call more than once (later calls do nothing).
-pub fn init_logging(cfg: &config::Log) {
+/// Sets up logging as `[log]` says, to standard error through a background writer thread, so
+/// no request waits on log I/O (under overload, lines are dropped rather than waited for).
+/// Keep the returned guard alive: dropping it flushes what is buffered.
+pub fn init_logging(cfg: &config::Log) -> tracing_appender::non_blocking::WorkerGuard {
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
     let filter =
         tracing_subscriber::EnvFilter::try_new(&cfg.level).unwrap_or_else(|_| "info".into());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     let _ = match cfg.format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Text => builder.with_ansi(false).try_init(),
     };
+    guard
 }
 
 /// `gateway serve`: runs until SIGTERM or SIGINT.
@@ -263,7 +267,7 @@ pub fn init_logging(cfg: &config::Log) {
 /// # Errors
 /// Whatever [`Server::bind`] refuses.
 pub async fn serve(config: Config) -> Result<(), Failure> {
-    init_logging(&config.log);
+    let _log_guard = init_logging(&config.log);
     let server = Server::bind(config).await?;
     server.run(shutdown_signal()).await;
     Ok(())
