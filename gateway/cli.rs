@@ -92,7 +92,7 @@ pub enum UserCommand {
     Disable(EmailArg),
     /// Re-enable a disabled user.
     Enable(EmailArg),
-    /// Set the password from standard input.
+    /// Set the password from standard input, then revoke every session of the user.
     SetPassword(EmailArg),
     /// Mark the email address as verified.
     Verify(EmailArg),
@@ -334,8 +334,9 @@ async fn run_user(config: &Config, command: UserCommand) -> Result<(), Failure> 
             let password = read_password_stdin()?;
             let hash = hasher(config).hash(&password).await.map_err(Failure::op)?;
             let pool = db::connect(&config.database)?;
-            users::set_password_hash(&pool, &email, &hash).await?;
-            println!("password set for {email}");
+            let user = users::set_password_hash(&pool, &email, &hash).await?;
+            let revoked = sessions::revoke_user(&pool, &user.id, "password_set").await?;
+            println!("password set for {email}; revoked {revoked} session(s)");
         }
         UserCommand::Verify(a) => {
             let pool = db::connect(&config.database)?;

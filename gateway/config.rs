@@ -73,6 +73,9 @@ pub const DEFAULT_RATE_OTP_REQUEST_EMAIL: &str = "5/15m";
 pub const DEFAULT_RATE_OTP_VERIFY_IP: &str = "30/1m";
 pub const DEFAULT_RATE_OTP_VERIFY_EMAIL: &str = "10/15m";
 pub const DEFAULT_RATE_REGISTER_IP: &str = "10/1m";
+/// Each registration mails the address (a code, or an "account exists" notice): this bounds
+/// how often anyone can make the gateway mail one address.
+pub const DEFAULT_RATE_REGISTER_EMAIL: &str = "5/15m";
 pub const DEFAULT_RATE_MAGIC_REQUEST_IP: &str = "20/1m";
 pub const DEFAULT_RATE_MAGIC_REQUEST_EMAIL: &str = "5/15m";
 
@@ -327,6 +330,7 @@ pub struct RawRateLimits {
     pub otp_verify_per_ip: String,
     pub otp_verify_per_email: String,
     pub register_per_ip: String,
+    pub register_per_email: String,
     pub magic_request_per_ip: String,
     pub magic_request_per_email: String,
 }
@@ -341,6 +345,7 @@ impl Default for RawRateLimits {
             otp_verify_per_ip: DEFAULT_RATE_OTP_VERIFY_IP.into(),
             otp_verify_per_email: DEFAULT_RATE_OTP_VERIFY_EMAIL.into(),
             register_per_ip: DEFAULT_RATE_REGISTER_IP.into(),
+            register_per_email: DEFAULT_RATE_REGISTER_EMAIL.into(),
             magic_request_per_ip: DEFAULT_RATE_MAGIC_REQUEST_IP.into(),
             magic_request_per_email: DEFAULT_RATE_MAGIC_REQUEST_EMAIL.into(),
         }
@@ -601,6 +606,7 @@ pub struct RateLimits {
     pub otp_verify_per_ip: RateLimit,
     pub otp_verify_per_email: RateLimit,
     pub register_per_ip: RateLimit,
+    pub register_per_email: RateLimit,
     pub magic_request_per_ip: RateLimit,
     pub magic_request_per_email: RateLimit,
 }
@@ -1348,6 +1354,8 @@ impl Validator {
                 &raw.otp_verify_per_email,
             ),
             register_per_ip: self.rate("rate_limits.register_per_ip", &raw.register_per_ip),
+            register_per_email: self
+                .rate("rate_limits.register_per_email", &raw.register_per_email),
             magic_request_per_ip: self.rate(
                 "rate_limits.magic_request_per_ip",
                 &raw.magic_request_per_ip,
@@ -1640,6 +1648,19 @@ mod tests {
     }
 
     #[test]
+    fn register_per_email_is_a_rate_limit_key() {
+        let c = load("", &[]).unwrap();
+        assert_eq!(
+            c.rate_limits.register_per_email,
+            DEFAULT_RATE_REGISTER_EMAIL.parse::<RateLimit>().unwrap()
+        );
+        let c = load("", &[("GATEWAY_RATE_LIMITS__REGISTER_PER_EMAIL", "2/1h")]).unwrap();
+        assert_eq!(c.rate_limits.register_per_email.count, 2);
+        let e = load("[rate_limits]\nregister_per_email = \"often\"\n", &[]).unwrap_err();
+        assert_eq!(e[0].key, "rate_limits.register_per_email", "{e:?}");
+    }
+
+    #[test]
     fn the_log_mail_transport_is_for_local_urls_only() {
         let local = |url: &str| {
             let c = load(&format!("[server]\npublic_url = \"{url}\"\n"), &[]).unwrap();
@@ -1667,6 +1688,60 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.serve_problems()[0].key, "mail.transport");
+    }
+
+    /// Every key of every section appears in config/gateway.example.toml, and the example is
+    /// valid as it stands.
+    #[test]
+    fn the_example_file_documents_every_key() {
+        let example = include_str!("../config/gateway.example.toml");
+        let defaults = toml::Table::try_from(RawConfig::default()).unwrap();
+        let mut missing = Vec::new();
+        for (section, table) in &defaults {
+            let Some(table) = table.as_table() else {
+                continue;
+            };
+            assert!(
+                example.contains(&format!("[{section}]")),
+                "[{section}] missing"
+            );
+            let keys = table.keys().map(String::as_str).chain(
+                match section.as_str() {
+                    "server" => ["tls_cert", "tls_key"].as_slice(),
+                    _ => [].as_slice(),
+                }
+                .iter()
+                .copied(),
+            );
+            for key in keys {
+                let documented = example
+                    .lines()
+                    .map(|l| l.trim_start_matches(['#', ' ']))
+                    .any(|l| l.starts_with(&format!("{key} =")));
+                if !documented {
+                    missing.push(format!("{section}.{key}"));
+                }
+            }
+        }
+        for key in [
+            "path_prefix",
+            "upstream",
+            "auth",
+            "roles",
+            "methods",
+            "strip_prefix",
+        ] {
+            if !example.lines().any(|l| {
+                l.trim_start_matches(['#', ' '])
+                    .starts_with(&format!("{key} ="))
+            }) {
+                missing.push(format!("routes.{key}"));
+            }
+        }
+        assert!(missing.is_empty(), "undocumented keys: {missing:?}");
+        let env = [("GATEWAY_AUTH__SECRET".to_string(), "x".repeat(40))];
+        let raw = parse_with_overrides(example, env).expect("the example parses");
+        Config::from_raw(&raw).expect("the example is valid");
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! The gateway's own endpoints under `/auth`: password login and logout, "who am I", and the
-//! forward-auth check `/auth/verify`. JSON in and out; errors are [`HttpError`]s.
+//! forward-auth check `/auth/verify`, and the routing of the rest: [`flows`] (register, codes,
+//! magic links, password reset) and [`account`] (password change, session management). JSON
+//! in and out; errors are [`HttpError`]s.
 
 use std::time::SystemTime;
 
@@ -10,9 +12,14 @@ use serde_json::json;
 
 use crate::config::AuthPolicy;
 use crate::error::HttpError;
+use crate::pages::{self, forms};
 use crate::proxy::{self, Body, Conn, Ctx, Gateway, full};
+use crate::ratelimit::Action;
 use crate::sessions::{Identity, NewSession, SessionMeta};
-use crate::{headers, path, users};
+use crate::{failures, headers, path, users};
+
+pub mod account;
+pub mod flows;
 
 /// Largest JSON body the endpoints read.
 const MAX_JSON_BYTES: usize = 64 * 1024;
@@ -30,11 +37,65 @@ pub async fn handle(
 ) -> Result<Response<Body>, HttpError> {
     let endpoint = normalized.trim_end_matches('/');
     match (req.method().clone(), endpoint) {
+        (
+            Method::GET,
+            "/auth"
+            | "/auth/login"
+            | "/auth/otp"
+            | "/auth/reset"
+            | "/auth/reset/confirm"
+            | "/auth/logout",
+        ) => pages::get(gw, &req, endpoint, ctx).await,
+        (Method::POST, "/auth/login") if forms::is_form(req.headers()) => {
+            Ok(forms::login(gw, req, ctx).await)
+        }
+        (Method::POST, "/auth/otp/request") if forms::is_form(req.headers()) => {
+            Ok(forms::otp_request(gw, req, ctx).await)
+        }
+        (Method::POST, "/auth/otp/verify") if forms::is_form(req.headers()) => {
+            Ok(forms::otp_verify(gw, req, ctx).await)
+        }
+        (Method::POST, "/auth/password/reset") if forms::is_form(req.headers()) => {
+            Ok(forms::password_reset(gw, req, ctx).await)
+        }
         (Method::POST, "/auth/login") => login(gw, req, ctx).await,
         (Method::POST, "/auth/logout") => logout(gw, req, ctx).await,
         (Method::GET, "/auth/session") => session(gw, req, ctx).await,
         (_, "/auth/verify") => verify(gw, conn, req, ctx).await,
-        (_, "/auth/login" | "/auth/logout" | "/auth/session") => Err(HttpError::MethodNotAllowed),
+        (Method::POST, "/auth/register") => flows::register(gw, req, ctx).await,
+        (Method::POST, "/auth/otp/request") => flows::otp_request(gw, req, ctx).await,
+        (Method::POST, "/auth/otp/verify") => flows::otp_verify(gw, req, ctx).await,
+        (Method::POST, "/auth/magic/request") => flows::magic_request(gw, req, ctx).await,
+        (_, p) if flows::magic_token(p).is_some() => {
+            let token = flows::magic_token(p).unwrap_or_default().to_string();
+            flows::magic(gw, req, ctx, &token).await
+        }
+        (Method::POST, "/auth/password/reset") => flows::password_reset(gw, req, ctx).await,
+        (Method::POST, "/auth/password/change") => account::password_change(gw, req, ctx).await,
+        (Method::GET, "/auth/sessions") => account::list_sessions(gw, req, ctx).await,
+        (Method::POST, "/auth/sessions/revoke-others") => {
+            account::revoke_others(gw, req, ctx).await
+        }
+        (_, p) if account::session_id_segment(p).is_some() => {
+            let id = account::session_id_segment(p)
+                .unwrap_or_default()
+                .to_string();
+            account::revoke_session(gw, req, ctx, &id).await
+        }
+        (
+            _,
+            "/auth/login"
+            | "/auth/logout"
+            | "/auth/session"
+            | "/auth/register"
+            | "/auth/otp/request"
+            | "/auth/otp/verify"
+            | "/auth/magic/request"
+            | "/auth/password/reset"
+            | "/auth/password/change"
+            | "/auth/sessions"
+            | "/auth/sessions/revoke-others",
+        ) => Err(HttpError::MethodNotAllowed),
         _ => Err(HttpError::NotFound),
     }
 }
@@ -170,28 +231,14 @@ fn user_json(id: &str, email: &str, roles: &[String]) -> serde_json::Value {
 /// the password wrong or the user disabled. Re-hashes a good password made at another cost.
 ///
 /// # Errors
-/// [`HttpError::InvalidCredentials`], 503 when hashing is overloaded or the database down.
+/// [`HttpError::InvalidCredentials`]; 429 past the email's failed-password budget
+/// ([`failures`]); 503 when hashing is overloaded or the database down.
 pub async fn check_password(
     gw: &Gateway,
     email: &str,
     password: &str,
 ) -> Result<users::User, HttpError> {
-    let email = users::normalize_email(email).map_err(|_| HttpError::InvalidCredentials);
-    let user = match &email {
-        Ok(e) => users::find_by_email(gw.sessions.pool(), e).await?,
-        Err(_) => None,
-    };
-    let hash = user.as_ref().and_then(|u| u.password_hash.clone());
-    let ok = gw.hasher.verify(password, hash.as_deref()).await?;
-    let user = match user {
-        Some(u) if ok && u.status == users::Status::Active => u,
-        _ => {
-            metrics::counter!("gateway_auth_outcomes_total", "flow" => "password", "outcome" => "failure").increment(1);
-            return Err(HttpError::InvalidCredentials);
-        }
-    };
-    metrics::counter!("gateway_auth_outcomes_total", "flow" => "password", "outcome" => "success")
-        .increment(1);
+    let (user, hash) = verify_password(gw, email, password).await?;
     if hash.is_some_and(|h| gw.hasher.needs_rehash(&h)) {
         let hasher = gw.hasher.clone();
         let pool = gw.sessions.pool().clone();
@@ -213,6 +260,61 @@ pub async fn check_password(
     Ok(user)
 }
 
+/// The password check itself, without the re-hash: the email's failed-password budget
+/// (`auth_failures`, purpose `password`, kept in the database so it holds across instances),
+/// the lookup, bcrypt (against a dummy hash for an unknown email), and the failure recorded
+/// or the budget cleared. Returns the user and the stored hash.
+///
+/// # Errors
+/// As [`check_password`].
+///
+/// # Security
+/// Unknown and known emails do the same queries, the same bcrypt and record the same
+/// failure, so neither the answer nor its time tells them apart.
+pub async fn verify_password(
+    gw: &Gateway,
+    email: &str,
+    password: &str,
+) -> Result<(users::User, Option<String>), HttpError> {
+    let email = users::normalize_email(email).map_err(|_| HttpError::InvalidCredentials);
+    let pool = gw.sessions.pool();
+    let budget = failures::Budget::from_config(&gw.config.codes);
+    let standing = match &email {
+        Ok(e) => Some(failures::check(pool, &budget, e, failures::PASSWORD).await?),
+        Err(_) => None,
+    };
+    if let Some(wait) = standing.and_then(|s| s.wait) {
+        metrics::counter!("gateway_auth_outcomes_total", "flow" => "password", "outcome" => "over_budget").increment(1);
+        return Err(HttpError::RateLimited(wait));
+    }
+    let user = match &email {
+        Ok(e) => users::find_by_email(pool, e).await?,
+        Err(_) => None,
+    };
+    let hash = user.as_ref().and_then(|u| u.password_hash.clone());
+    let ok = gw.hasher.verify(password, hash.as_deref()).await?;
+    let user = match user {
+        Some(u) if ok && u.status == users::Status::Active => u,
+        _ => {
+            metrics::counter!("gateway_auth_outcomes_total", "flow" => "password", "outcome" => "failure").increment(1);
+            if let Ok(e) = &email {
+                if let Err(err) = failures::record(pool, e, failures::PASSWORD).await {
+                    tracing::warn!(error = %err, "could not record a failed password check");
+                }
+            }
+            return Err(HttpError::InvalidCredentials);
+        }
+    };
+    metrics::counter!("gateway_auth_outcomes_total", "flow" => "password", "outcome" => "success")
+        .increment(1);
+    if standing.is_some_and(|s| s.failures > 0) {
+        if let Err(err) = failures::clear(pool, &user.email, failures::PASSWORD).await {
+            tracing::warn!(error = %err, "could not clear the failed-password budget");
+        }
+    }
+    Ok((user, hash))
+}
+
 /// Opens a session for a user and answers with the token, the session and the user, setting
 /// the cookie.
 ///
@@ -225,6 +327,16 @@ pub async fn start_session(
     status: StatusCode,
 ) -> Result<Response<Body>, HttpError> {
     let session = gw.sessions.create(&user.id, meta).await?;
+    Ok(session_response(gw, user, &session, status))
+}
+
+/// The JSON answer to a new session (token, session, user), setting the cookie.
+fn session_response(
+    gw: &Gateway,
+    user: &users::User,
+    session: &NewSession,
+    status: StatusCode,
+) -> Response<Body> {
     let body = json!({
         "token": session.token,
         "session": {"id": session.id, "created_at": rfc3339(session.created_at), "expires_at": rfc3339(session.expires_at)},
@@ -232,8 +344,8 @@ pub async fn start_session(
     });
     let mut resp = json_response(status, &body);
     resp.headers_mut()
-        .append(header::SET_COOKIE, session_cookie(gw, &session));
-    Ok(resp)
+        .append(header::SET_COOKIE, session_cookie(gw, session));
+    resp
 }
 
 /// What the session list shows about where a session was opened.
@@ -260,10 +372,44 @@ async fn login(
     )?;
     let headers = req.headers().clone();
     let body: LoginBody = read_json(req).await?;
-    let user = check_password(gw, &body.email, &body.password).await?;
+    let (user, session) = password_login(
+        gw,
+        &headers,
+        ctx,
+        &body.email,
+        &body.password,
+        body.device_label,
+    )
+    .await?;
+    Ok(session_response(gw, &user, &session, StatusCode::OK))
+}
+
+/// Password login, shared by `POST /auth/login` in JSON and the sign-in form: checks the
+/// password and opens a session; the caller answers and sets the cookie.
+///
+/// # Errors
+/// As [`check_password`]; 503 when the session cannot be stored.
+pub async fn password_login(
+    gw: &Gateway,
+    headers: &HeaderMap,
+    ctx: &mut Ctx,
+    email: &str,
+    password: &str,
+    device_label: Option<String>,
+) -> Result<(users::User, NewSession), HttpError> {
+    gw.limits
+        .check(Action::Login, ctx.client_ip, &rate_key(email))?;
+    let user = check_password(gw, email, password).await?;
     ctx.user_id = Some(user.id.clone());
-    let meta = session_meta(&headers, ctx, body.device_label);
-    start_session(gw, &user, &meta, StatusCode::OK).await
+    let meta = session_meta(headers, ctx, device_label);
+    let session = gw.sessions.create(&user.id, &meta).await?;
+    Ok((user, session))
+}
+
+/// The per-email rate limit key of what a client typed: the normalized email, or (malformed)
+/// the trimmed, lower-cased text, so spelling variants share one key.
+pub fn rate_key(email: &str) -> String {
+    users::normalize_email(email).unwrap_or_else(|_| email.trim().to_lowercase())
 }
 
 async fn logout(
@@ -284,7 +430,11 @@ async fn logout(
         }
         None => false,
     };
-    let mut resp = json_response(StatusCode::OK, &json!({"revoked": revoked}));
+    let mut resp = if forms::is_form(req.headers()) {
+        pages::see_other("/auth/login?notice=signed_out")
+    } else {
+        json_response(StatusCode::OK, &json!({"revoked": revoked}))
+    };
     resp.headers_mut()
         .append(header::SET_COOKIE, clear_cookie(gw));
     Ok(resp)

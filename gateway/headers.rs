@@ -107,9 +107,13 @@ impl Names {
         let name = name.as_str();
         if name.contains('_') {
             let canon = name.replace('_', "-");
-            self.owned.binary_search_by(|o| o.as_str().cmp(&canon)).is_ok()
+            self.owned
+                .binary_search_by(|o| o.as_str().cmp(&canon))
+                .is_ok()
         } else {
-            self.owned.binary_search_by(|o| o.as_str().cmp(name)).is_ok()
+            self.owned
+                .binary_search_by(|o| o.as_str().cmp(name))
+                .is_ok()
         }
     }
 }

@@ -9,6 +9,9 @@
 //!   [`headers`]: stripping and injecting identity headers; [`upstream`]: the pooled client.
 //! - [`sessions`]: tokens, the validation cache, touch batching, cross-instance revocation.
 //! - [`users`], [`password`]: accounts and bcrypt; [`endpoints`]: `/auth/*`.
+//! - [`codes`]: one-time codes and magic links; [`failures`]: failed-attempt budgets;
+//!   [`ratelimit`]: per-IP and per-email limits of the auth flows; [`mail`]: the outbound queue.
+//! - [`pages`]: the browser pages and their form posts; [`redirect`]: `return_to` checks.
 //! - [`db`]: the pool and the retrying transaction; [`migrate`]: the embedded migrations.
 //!
 //! # Request flow
@@ -28,15 +31,21 @@
 
 pub mod admin;
 pub mod cli;
+pub mod codes;
 pub mod config;
 pub mod db;
 pub mod endpoints;
 pub mod error;
+pub mod failures;
 pub mod headers;
+pub mod mail;
 pub mod migrate;
+pub mod pages;
 pub mod password;
 pub mod path;
 pub mod proxy;
+pub mod ratelimit;
+pub mod redirect;
 pub mod server;
 pub mod sessions;
 pub mod upstream;

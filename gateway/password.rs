@@ -26,6 +26,9 @@ pub enum PasswordRuleError {
     TooShort,
     #[error("the password is too long: use at most {MAX_BYTES} bytes")]
     TooLong,
+    /// Common, breached-style or guessable (zxcvbn score below 3); the text says why.
+    #[error("the password is too easy to guess: {0}")]
+    Weak(String),
 }
 
 /// Checks the length rules for a new password (8 to 256 bytes).
@@ -38,6 +41,35 @@ pub fn check_length(password: &str) -> Result<(), PasswordRuleError> {
         n if n > MAX_BYTES => Err(PasswordRuleError::TooLong),
         _ => Ok(()),
     }
+}
+
+/// The lowest zxcvbn score accepted for a new password: 3, "safely unguessable" (more than
+/// 10^8 guesses), zxcvbn's own advice.
+pub const MIN_STRENGTH: zxcvbn::Score = zxcvbn::Score::Three;
+
+/// Checks a new password (register, reset, change): the length rules, then its strength with
+/// zxcvbn and its dictionaries (common passwords, names, words, keyboard patterns, dates),
+/// also against `user_inputs` (the email and its parts), so `alice@...` cannot pick
+/// `alice2024!`. CPU-bound for a few milliseconds (zxcvbn reads at most 100 characters): call
+/// it from a blocking task on a hot path.
+///
+/// # Errors
+/// The rule it breaks; for [`PasswordRuleError::Weak`], zxcvbn's warning and suggestions.
+pub fn check_strength(password: &str, user_inputs: &[&str]) -> Result<(), PasswordRuleError> {
+    check_length(password)?;
+    let entropy = zxcvbn::zxcvbn(password, user_inputs);
+    if entropy.score() >= MIN_STRENGTH {
+        return Ok(());
+    }
+    let mut advice: Vec<String> = Vec::new();
+    if let Some(feedback) = entropy.feedback() {
+        advice.extend(feedback.warning().map(|w| w.to_string()));
+        advice.extend(feedback.suggestions().iter().map(ToString::to_string));
+    }
+    if advice.is_empty() {
+        advice.push("Add another word or two. Uncommon words are better.".into());
+    }
+    Err(PasswordRuleError::Weak(advice.join(" ")))
 }
 
 /// What bcrypt is given: the password itself up to 72 bytes, else base64(SHA-256(password)),
@@ -207,6 +239,41 @@ mod tests {
             check_length(&"x".repeat(257)),
             Err(PasswordRuleError::TooLong)
         );
+    }
+
+    #[test]
+    fn weak_passwords_are_refused_with_advice() {
+        for weak in [
+            "password",
+            "password1",
+            "qwertyuiop",
+            "12345678",
+            "iloveyou2",
+        ] {
+            match check_strength(weak, &[]) {
+                Err(PasswordRuleError::Weak(advice)) => assert!(!advice.is_empty(), "{weak}"),
+                other => panic!("{weak:?} must be weak, got {other:?}"),
+            }
+        }
+        assert_eq!(
+            check_strength("short", &[]),
+            Err(PasswordRuleError::TooShort)
+        );
+        assert!(check_strength("correct horse battery staple 42", &[]).is_ok());
+        assert!(check_strength("vUq8-Lm2r-Xo9t", &[]).is_ok());
+    }
+
+    #[test]
+    fn the_users_own_details_count_as_guessable() {
+        let pw = "margaretthatcher1979";
+        assert!(check_strength(pw, &[]).is_ok(), "strong on its own");
+        assert!(matches!(
+            check_strength(
+                pw,
+                &["margaretthatcher1979@example.com", "margaretthatcher1979"]
+            ),
+            Err(PasswordRuleError::Weak(_))
+        ));
     }
 
     #[tokio::test]

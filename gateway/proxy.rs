@@ -14,10 +14,13 @@ use http_body_util::{BodyExt, Empty, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
+use crate::codes::Keys;
 use crate::config::{AuthPolicy, Config, Route};
 use crate::error::HttpError;
 use crate::headers::{self, Names};
+use crate::mail::Mailer;
 use crate::password::Hasher;
+use crate::ratelimit::Limits;
 use crate::sessions::{Identity, Sessions};
 use crate::upstream::{Upstream, UpstreamError};
 use crate::{endpoints, path};
@@ -48,13 +51,24 @@ pub struct Gateway {
     pub sessions: Sessions,
     pub hasher: Hasher,
     pub upstream: Upstream,
+    /// The outbound mail queue (codes, links, notices).
+    pub mailer: Mailer,
+    /// Rate limits of the auth flows, per client IP and per email.
+    pub limits: Limits,
+    /// The HMAC keys of one-time codes and magic links.
+    pub keys: Keys,
 }
 
 impl Gateway {
-    pub fn new(config: Config, sessions: Sessions) -> Self {
+    /// Builds the shared state from a validated configuration, the session store and a
+    /// started mailer.
+    pub fn new(config: Config, sessions: Sessions, mailer: Mailer) -> Self {
         let mut routes = config.routes.clone();
         routes.sort_by_key(|r| std::cmp::Reverse(r.path_prefix.len()));
         Gateway {
+            mailer,
+            limits: Limits::new(&config.rate_limits),
+            keys: Keys::new(&config.auth),
             names: Names::new(&config.headers),
             hasher: Hasher::new(
                 config.auth.bcrypt_cost,

@@ -7,6 +7,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -21,7 +22,7 @@ use crate::cli::Failure;
 use crate::config::{self, Config, LogFormat};
 use crate::proxy::{self, Conn, Gateway};
 use crate::sessions::{self, Sessions};
-use crate::{admin, db, migrate};
+use crate::{admin, codes, db, failures, mail, migrate};
 
 /// A gateway whose listeners are bound and whose checks have passed.
 pub struct Server {
@@ -51,6 +52,7 @@ impl Server {
             Some(files) => Some(tls_acceptor(files)?),
             None => None,
         };
+        let mailer = mail::Mailer::start(&config.mail).map_err(Failure::config)?;
         let pool = db::connect(&config.database)?;
         migrate::ensure_current(&pool)
             .await
@@ -60,7 +62,7 @@ impl Server {
         admin::install_metrics();
         let sessions = Sessions::new(pool, &config.sessions);
         Ok(Server {
-            gateway: Arc::new(Gateway::new(config, sessions)),
+            gateway: Arc::new(Gateway::new(config, sessions, mailer)),
             public,
             admin,
             tls,
@@ -91,6 +93,7 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let gw = self.gateway;
         let poller = tokio::spawn(sessions::poll(gw.sessions.clone()));
+        let upkeep = tokio::spawn(maintain(gw.clone()));
         let admin = tokio::spawn(admin::serve(self.admin, gw.clone()));
         let graceful = GracefulShutdown::new();
         let builder = connection_builder(&gw.config.server);
@@ -162,7 +165,34 @@ impl Server {
             tracing::warn!("grace period over; closing the remaining connections");
         }
         poller.abort();
+        upkeep.abort();
         admin.abort();
+    }
+}
+
+/// How often [`maintain`] runs.
+const MAINTENANCE_EVERY: Duration = Duration::from_secs(60);
+/// How long expired codes and links are kept before the sweep deletes them.
+const EXPIRED_CODES_KEPT: Duration = Duration::from_secs(24 * 3600);
+
+/// Periodic upkeep of the auth flows' state: rate limiter keys back to a fresh state are
+/// dropped (bounding their memory), and the database loses failures older than the budget
+/// window and codes long expired (in batches; every instance may run it, the deletes are
+/// idempotent).
+async fn maintain(gw: Arc<Gateway>) {
+    let mut tick = tokio::time::interval(MAINTENANCE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        gw.limits.retain_recent();
+        let pool = gw.sessions.pool();
+        if let Err(e) = failures::sweep(pool, gw.config.codes.failure_window).await {
+            tracing::debug!(error = %e, "sweep of old auth failures skipped");
+        }
+        if let Err(e) = codes::sweep(pool, EXPIRED_CODES_KEPT).await {
+            tracing::debug!(error = %e, "sweep of expired codes skipped");
+        }
     }
 }
 

@@ -4,6 +4,14 @@
 //! - [`echo`]: the fast upstream behind `loadtest echo` and the gateway's integration tests;
 //!   answers every request with a JSON description of what arrived, serves the `/__echo/*`
 //!   test paths and echoes WebSockets.
+//! - [`seed`]: `loadtest seed`, users, password hashes and sessions by binary `COPY`, and the
+//!   raw tokens written to a file.
+//! - [`run`]: `loadtest run`, one scenario in a closed or open loop with HDR histograms;
+//!   submodules [`run::client`] (HTTP/1.1, HTTP/2, TLS), [`run::scenarios`],
+//!   [`run::stats`], [`run::tokens`] (uniform or Zipf choice), [`run::progress`] and
+//!   [`run::summary`].
+//! - [`smtp`]: the SMTP sink the `otp` scenario reads its codes from.
+//! - [`report`]: `loadtest report`, SVG charts and a markdown table of several runs.
 //!
 //! Request flow through the echo upstream:
 //!
@@ -14,5 +22,18 @@
 //!                  ▼
 //!         route (/__echo/*) ─▶ count request body (≤ 64 MiB) ─▶ JSON / status / sleep / stream / large
 //! ```
+//!
+//! A run:
+//!
+//! ```text
+//! RunArgs ─validate─▶ RunConfig ─▶ tokens, clients, SMTP sink ─▶ t0
+//!   closed loop: N tasks ─▶ step ─▶ step ─▶ …            (until t0 + warm-up + duration)
+//!   open loop:   request i due at t0 + i/R ─▶ own task ─▶ step   (latency from the due time)
+//!      step ─▶ Recorder (kept only if it started after the warm-up) ─▶ Summary ─▶ table, JSON
+//! ```
 
 pub mod echo;
+pub mod report;
+pub mod run;
+pub mod seed;
+pub mod smtp;

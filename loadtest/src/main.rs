@@ -1,12 +1,17 @@
 //! The `loadtest` command line: parses the subcommand, binds what it needs and hands off to
-//! the library. Each subcommand is one small function here.
+//! the library. Each subcommand is one small function here; bad flags exit with 64 before
+//! anything is started.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use loadtest::{report, run, seed};
 use tokio::net::TcpListener;
+
+/// Exit status for a bad command line (sysexits `EX_USAGE`).
+const EXIT_USAGE: u8 = 64;
 
 #[derive(Parser)]
 #[command(
@@ -27,12 +32,35 @@ enum Command {
         #[arg(long, value_name = "ADDR")]
         listen: SocketAddr,
     },
+    /// Fill a migrated database with users and sessions; write the raw tokens to a file.
+    Seed(seed::SeedArgs),
+    /// Drive one scenario for a duration and report throughput, latency and errors.
+    ///
+    /// Scenarios: direct (the upstream, the baseline), proxy (authenticated GETs through the
+    /// gateway), cold (every token used once: cache misses), login, otp (request + verify via
+    /// the built-in SMTP sink), revoke (revocation latency across two instances), mixed.
+    ///
+    /// `requests` counts successful and failed steps started in the measured window;
+    /// throughput and latency are those of the successful ones. Errors are counted by kind:
+    /// connect, timeout, status_4xx, status_5xx, other, backlog (open loop only).
+    Run(Box<run::RunArgs>),
+    /// Chart several runs side by side (SVG) and print them as a markdown table.
+    Report(report::ReportArgs),
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let outcome = match Cli::parse().command {
         Command::Echo { listen } => echo(listen).await,
+        Command::Seed(args) => match args.validate() {
+            Ok(()) => seed::execute(args).await.map(drop),
+            Err(err) => return usage(&err),
+        },
+        Command::Run(args) => match args.validate() {
+            Ok(config) => run::execute(config).await.map(drop),
+            Err(err) => return usage(&err),
+        },
+        Command::Report(args) => report::execute(&args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -41,6 +69,11 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn usage(err: &anyhow::Error) -> ExitCode {
+    eprintln!("loadtest: {err:#}");
+    ExitCode::from(EXIT_USAGE)
 }
 
 async fn echo(listen: SocketAddr) -> anyhow::Result<()> {

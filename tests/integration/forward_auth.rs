@@ -136,8 +136,10 @@ impl Nginx {
         );
         let file = dir.path().join("nginx.conf");
         std::fs::write(&file, conf).ok()?;
+        // One process (no master/worker split), so killing it leaves no orphaned worker that
+        // would hold the test's output pipes open.
         let globals = format!(
-            "daemon off; pid {}/nginx.pid; user root;",
+            "daemon off; master_process off; pid {}/nginx.pid; user root;",
             dir.path().display()
         );
         let child = tokio::process::Command::new(binary)

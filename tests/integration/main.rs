@@ -15,13 +15,18 @@
 //! - [`tls`]: ALPN h2/http1.1, handshake and header read timeouts.
 //! - [`shutdown`]: SIGTERM under load loses no request.
 //! - [`logs`]: tokens and passwords never reach the logs.
+//! - [`flows`]: codes, magic links, register, reset and change, sessions, limits, enumeration.
+//! - [`browser`]: the login pages in headless Chromium: password and code login, `return_to`.
 
 mod support;
 
+mod browser;
 mod cli;
 mod db_retry;
+mod flows;
 mod forward_auth;
 mod logs;
+mod mail;
 mod migrations;
 mod proxy;
 mod revocation;

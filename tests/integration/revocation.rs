@@ -30,7 +30,9 @@ async fn time_until(gw: &TestGateway, target: &str, token: &str, want: u16) -> D
     loop {
         let status = get(gw.addr, target).bearer(token).send().await.status;
         if status == want {
-            return started.elapsed();
+            let took = started.elapsed();
+            eprintln!("{target} answered {want} after {took:?}");
+            return took;
         }
         assert!(
             started.elapsed() < Duration::from_secs(10),

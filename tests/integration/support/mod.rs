@@ -9,6 +9,8 @@ mod command;
 mod db;
 pub mod http;
 mod server;
+pub mod smtp;
+pub mod webdriver;
 
 // Re-exported for every test module, whether or not one uses it yet.
 #[allow(unused_imports)]

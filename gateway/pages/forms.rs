@@ -1,0 +1,283 @@
+//! Form posts from the pages (`application/x-www-form-urlencoded`). Each one runs the same
+//! core as its JSON endpoint and answers `303 See Other` on success, or the same page again
+//! with the error's status and its public (generic) message. Every one passes the CSRF check
+//! first: browsers send `Origin` with a form POST.
+
+use http::{HeaderMap, Request, Response, header};
+use hyper::body::Incoming;
+
+use super::{
+    Message, OTP_PAGE, RESET_CONFIRM_PAGE, html, login_page, otp_page, query, reset_confirm_page,
+    reset_request_page, see_other,
+};
+use crate::endpoints::flows::{self, OtpRequestInput, OtpVerifyInput, ResetInput, Verified};
+use crate::endpoints::{self, check_origin, session_meta};
+use crate::error::HttpError;
+use crate::proxy::{self, Body, Ctx, Gateway};
+use crate::redirect::safe_return_to;
+use crate::sessions::NewSession;
+
+/// Largest form body read.
+const MAX_FORM_BYTES: usize = 16 * 1024;
+
+/// Whether the request body is an HTML form (`application/x-www-form-urlencoded`).
+pub fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+}
+
+/// A decoded form: its fields in order.
+#[derive(Debug, Default)]
+pub struct Form {
+    fields: Vec<(String, String)>,
+}
+
+impl Form {
+    /// Decodes `application/x-www-form-urlencoded` bytes.
+    pub fn parse(bytes: &[u8]) -> Self {
+        Form {
+            fields: form_urlencoded::parse(bytes).into_owned().collect(),
+        }
+    }
+
+    /// The first value of a field, if present.
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The first value of a field, or `""`.
+    pub fn get(&self, name: &str) -> &str {
+        self.field(name).unwrap_or_default()
+    }
+}
+
+/// Reads a form body.
+///
+/// # Errors
+/// 413 over 16 KiB, 400 when the body cannot be read.
+pub async fn read(req: Request<Incoming>) -> Result<Form, HttpError> {
+    let bytes = proxy::read_body(req.into_body(), MAX_FORM_BYTES).await?;
+    Ok(Form::parse(&bytes))
+}
+
+/// The page again after a failed post: the error's status, its public message and its
+/// `Retry-After`; the internal cause, if any, goes to the log only.
+pub fn failed(
+    ctx: &Ctx,
+    e: HttpError,
+    render: impl FnOnce(Message<'_>) -> String,
+) -> Response<Body> {
+    if let Some(cause) = e.internal_cause() {
+        tracing::warn!(request_id = %ctx.request_id, error = %cause, "form post failed");
+    }
+    let text = e.to_string();
+    let json = e.into_response();
+    let mut resp = html(json.status(), render(Message::Error(&text)));
+    if let Some(after) = json.headers().get(header::RETRY_AFTER) {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, after.clone());
+    }
+    resp
+}
+
+/// `303` to `location` with the new session's cookie.
+pub fn signed_in(gw: &Gateway, location: &str, session: &NewSession) -> Response<Body> {
+    let mut resp = see_other(location);
+    resp.headers_mut()
+        .append(header::SET_COOKIE, endpoints::session_cookie(gw, session));
+    resp
+}
+
+/// The CSRF check ([`check_origin`]), then the form.
+async fn checked_form(gw: &Gateway, req: Request<Incoming>) -> Result<Form, HttpError> {
+    check_origin(
+        req.headers(),
+        &gw.config.server.public_url.origin,
+        &gw.config.sessions.cookie_name,
+    )?;
+    read(req).await
+}
+
+/// `POST /auth/login` as a form (`email`, `password`, `return_to`): `303` to
+/// `safe_return_to(return_to)` with the session cookie, or the sign-in page again with 401
+/// and the same message whatever was wrong.
+pub async fn login(gw: &Gateway, req: Request<Incoming>, ctx: &mut Ctx) -> Response<Body> {
+    let headers = req.headers().clone();
+    let form = match checked_form(gw, req).await {
+        Ok(form) => form,
+        Err(e) => return failed(ctx, e, |m| login_page("/", "", m)),
+    };
+    let return_to = safe_return_to(form.field("return_to"));
+    let email = form.get("email");
+    match endpoints::password_login(gw, &headers, ctx, email, form.get("password"), None).await {
+        Ok((_, session)) => signed_in(gw, &return_to, &session),
+        Err(e) => failed(ctx, e, |m| login_page(&return_to, email, m)),
+    }
+}
+
+/// `POST /auth/otp/request` as a form (`email`, `purpose`, `return_to`): `303` to the code
+/// entry page (purpose `login`) or the reset form (`password_reset`), whether or not the
+/// address has an account; a malformed email or a rate limit shows the page again.
+pub async fn otp_request(gw: &Gateway, req: Request<Incoming>, ctx: &mut Ctx) -> Response<Body> {
+    let form = match checked_form(gw, req).await {
+        Ok(form) => form,
+        Err(e) => return failed(ctx, e, |m| login_page("/", "", m)),
+    };
+    let (email, purpose) = (form.get("email"), form.get("purpose"));
+    let return_to = safe_return_to(form.field("return_to"));
+    let reset = purpose == "password_reset";
+    let render = |m: Message<'_>| {
+        if reset {
+            reset_request_page(email, m)
+        } else {
+            login_page(&return_to, email, m)
+        }
+    };
+    if !matches!(purpose, "login" | "password_reset") {
+        let e = HttpError::BadRequest("this form asks for a sign-in or a reset code".into());
+        return failed(ctx, e, render);
+    }
+    let input = OtpRequestInput {
+        email: email.to_string(),
+        purpose: purpose.to_string(),
+    };
+    if let Err(e) = flows::do_otp_request(gw, ctx, input).await {
+        return failed(ctx, e, render);
+    }
+    let email = flows::email_of(email).unwrap_or_else(|_| email.to_string());
+    if reset {
+        see_other(&format!(
+            "{RESET_CONFIRM_PAGE}?{}",
+            query(&[("email", &email)])
+        ))
+    } else {
+        see_other(&format!(
+            "{OTP_PAGE}?{}",
+            query(&[("email", &email), ("return_to", &return_to)])
+        ))
+    }
+}
+
+/// `POST /auth/otp/verify` as a form (`email`, `code`, `purpose`, `return_to`): a `login`
+/// code answers `303` to `safe_return_to(return_to)` with the session cookie; a
+/// `verify_email` code answers `303` to the sign-in page. A wrong, expired or used code shows
+/// the code page again with 401.
+pub async fn otp_verify(gw: &Gateway, req: Request<Incoming>, ctx: &mut Ctx) -> Response<Body> {
+    let headers = req.headers().clone();
+    let form = match checked_form(gw, req).await {
+        Ok(form) => form,
+        Err(e) => return failed(ctx, e, |m| login_page("/", "", m)),
+    };
+    let email = form.get("email");
+    let return_to = safe_return_to(form.field("return_to"));
+    let input = OtpVerifyInput {
+        email: email.to_string(),
+        code: form.get("code").to_string(),
+        purpose: form.get("purpose").to_string(),
+        device_label: None,
+    };
+    let outcome = async {
+        match flows::do_otp_verify(gw, ctx, &input).await? {
+            Verified::Login(user) => {
+                let meta = session_meta(&headers, ctx, None);
+                let session = gw.sessions.create(&user.id, &meta).await?;
+                Ok::<_, HttpError>(signed_in(gw, &return_to, &session))
+            }
+            Verified::EmailVerified(_) => Ok(see_other("/auth/login?notice=email_verified")),
+        }
+    }
+    .await;
+    outcome.unwrap_or_else(|e| failed(ctx, e, |m| otp_page(email, &return_to, m)))
+}
+
+/// `POST /auth/password/reset` as a form (`email`, `code`, `new_password`): `303` to the
+/// sign-in page with a notice; any failure shows the reset form again.
+pub async fn password_reset(gw: &Gateway, req: Request<Incoming>, ctx: &mut Ctx) -> Response<Body> {
+    let form = match checked_form(gw, req).await {
+        Ok(form) => form,
+        Err(e) => return failed(ctx, e, |m| reset_confirm_page("", m)),
+    };
+    let email = form.get("email");
+    let input = ResetInput {
+        email: email.to_string(),
+        code: form.get("code").to_string(),
+        new_password: form.get("new_password").to_string(),
+    };
+    match flows::do_password_reset(gw, ctx, &input).await {
+        Ok(_) => see_other("/auth/login?notice=password_reset"),
+        Err(e) => failed(ctx, e, |m| reset_confirm_page(email, m)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn form_content_type_is_recognized() {
+        let mut h = HeaderMap::new();
+        assert!(!is_form(&h));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("Application/X-WWW-Form-Urlencoded; charset=UTF-8"),
+        );
+        assert!(is_form(&h));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        assert!(!is_form(&h));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("multipart/form-data; boundary=x"),
+        );
+        assert!(!is_form(&h));
+    }
+
+    #[test]
+    fn forms_decode_plus_and_percent() {
+        let f = Form::parse(
+            b"email=a%2Bb%40x.com&password=p+w%26d&return_to=%2Fapp%3Fx%3D1&email=second",
+        );
+        assert_eq!(f.get("email"), "a+b@x.com");
+        assert_eq!(f.get("password"), "p w&d");
+        assert_eq!(f.get("return_to"), "/app?x=1");
+        assert_eq!(f.field("missing"), None);
+        assert_eq!(f.get("missing"), "");
+    }
+
+    #[test]
+    fn failures_render_the_page_with_status_and_retry_after() {
+        let ctx = Ctx {
+            request_id: "r".into(),
+            route: "/auth".into(),
+            user_id: None,
+            client_ip: std::net::Ipv4Addr::LOCALHOST.into(),
+        };
+        let resp = failed(&ctx, HttpError::InvalidCredentials, |m| {
+            login_page("/x", "a@example.com", m)
+        });
+        assert_eq!(resp.status(), http::StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            resp.headers()[header::CONTENT_TYPE],
+            "text/html; charset=utf-8"
+        );
+        let resp = failed(
+            &ctx,
+            HttpError::RateLimited(std::time::Duration::from_secs(30)),
+            |m| login_page("/", "", m),
+        );
+        assert_eq!(resp.status(), http::StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "30");
+    }
+}

@@ -1,0 +1,313 @@
+//! Rate limits of the auth flows, per client IP and per email address, from `[rate_limits]`:
+//! keyed GCRA limiters (governor), in memory per instance. A limit of `count/per` allows a
+//! burst of `count` and then one more every `per / count`.
+//!
+//! Limits are checked before any user lookup and keyed only by what the client sent (its
+//! address and the normalized email as typed), so a known and an unknown address are limited
+//! identically and a 429 tells nothing about accounts. IPv6 clients are keyed by their /64,
+//! the block a single host usually controls. Keys that are back to a fresh state are dropped
+//! by [`Limits::retain_recent`], which the server calls periodically, so memory stays bounded
+//! by the keys active within one period.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::config::{RateLimit, RateLimits};
+use crate::error::HttpError;
+
+/// Background tasks of the flows (code issue and mail) running at once; past it new work is
+/// dropped (and counted), while the client still gets the same answer.
+pub const MAX_BACKGROUND: usize = 256;
+
+type Keyed<K> = RateLimiter<K, DefaultKeyedStateStore<K>, DefaultClock>;
+
+/// A rate-limited flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Login,
+    OtpRequest,
+    OtpVerify,
+    Register,
+    MagicRequest,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Login => "login",
+            Action::OtpRequest => "otp_request",
+            Action::OtpVerify => "otp_verify",
+            Action::Register => "register",
+            Action::MagicRequest => "magic_request",
+        }
+    }
+}
+
+/// The governor quota for `limit`: a burst of `count`, one more every `per / count`.
+pub fn quota(limit: RateLimit) -> Quota {
+    let burst = NonZeroU32::new(limit.count).unwrap_or(NonZeroU32::MIN);
+    let period = (limit.per / burst.get()).max(Duration::from_nanos(1));
+    Quota::with_period(period)
+        .expect("the period is positive")
+        .allow_burst(burst)
+}
+
+struct Pair {
+    ip: Keyed<IpAddr>,
+    email: Keyed<String>,
+}
+
+impl Pair {
+    fn new(ip: RateLimit, email: RateLimit) -> Pair {
+        Pair {
+            ip: RateLimiter::dashmap(quota(ip)),
+            email: RateLimiter::dashmap(quota(email)),
+        }
+    }
+}
+
+/// The limiters of every flow, shared by all connections (cheap to clone).
+#[derive(Clone)]
+pub struct Limits {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    login: Pair,
+    otp_request: Pair,
+    otp_verify: Pair,
+    register: Pair,
+    magic_request: Pair,
+    background: Arc<Semaphore>,
+}
+
+/// The key of a client address: IPv4 (also IPv4-mapped IPv6) as is, IPv6 by its /64.
+pub fn ip_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
+        v4 => v4,
+    }
+}
+
+fn refusal<K: std::hash::Hash + Eq + Clone>(
+    limiter: &Keyed<K>,
+    key: &K,
+    action: Action,
+    scope: &'static str,
+) -> Result<(), HttpError> {
+    limiter.check_key(key).map_err(|not_until| {
+        let wait = not_until.wait_time_from(limiter.clock().now());
+        metrics::counter!("gateway_rate_limited_total", "action" => action.as_str(), "scope" => scope)
+            .increment(1);
+        // Retry-After is whole seconds: round up, so a client that obeys it is let through.
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        HttpError::RateLimited(Duration::from_secs(secs.max(1)))
+    })
+}
+
+impl Limits {
+    /// Builds every limiter from `[rate_limits]`.
+    pub fn new(cfg: &RateLimits) -> Limits {
+        Limits {
+            inner: Arc::new(Inner {
+                login: Pair::new(cfg.login_per_ip, cfg.login_per_email),
+                otp_request: Pair::new(cfg.otp_request_per_ip, cfg.otp_request_per_email),
+                otp_verify: Pair::new(cfg.otp_verify_per_ip, cfg.otp_verify_per_email),
+                register: Pair::new(cfg.register_per_ip, cfg.register_per_email),
+                magic_request: Pair::new(cfg.magic_request_per_ip, cfg.magic_request_per_email),
+                background: Arc::new(Semaphore::new(MAX_BACKGROUND)),
+            }),
+        }
+    }
+
+    fn pair(&self, action: Action) -> &Pair {
+        match action {
+            Action::Login => &self.inner.login,
+            Action::OtpRequest => &self.inner.otp_request,
+            Action::OtpVerify => &self.inner.otp_verify,
+            Action::Register => &self.inner.register,
+            Action::MagicRequest => &self.inner.magic_request,
+        }
+    }
+
+    /// Counts one `action` by the client at `ip` for `email` (normalized, whether or not an
+    /// account has it): the per-IP limit first, then the per-email one.
+    ///
+    /// # Errors
+    /// [`HttpError::RateLimited`] with the wait in whole seconds (at least 1), for
+    /// `Retry-After`.
+    ///
+    /// # Security
+    /// Call it before looking the email up, so known and unknown emails are limited alike.
+    pub fn check(&self, action: Action, ip: IpAddr, email: &str) -> Result<(), HttpError> {
+        self.check_ip(action, ip)?;
+        self.check_email(action, email)
+    }
+
+    /// The per-IP half of [`Limits::check`], for flows that validate more input between the
+    /// two (a new password's strength: a user retrying weak passwords should not spend the
+    /// per-email budget).
+    ///
+    /// # Errors
+    /// [`HttpError::RateLimited`].
+    pub fn check_ip(&self, action: Action, ip: IpAddr) -> Result<(), HttpError> {
+        refusal(&self.pair(action).ip, &ip_key(ip), action, "ip")
+    }
+
+    /// The per-email half of [`Limits::check`].
+    ///
+    /// # Errors
+    /// [`HttpError::RateLimited`].
+    pub fn check_email(&self, action: Action, email: &str) -> Result<(), HttpError> {
+        refusal(
+            &self.pair(action).email,
+            &email.to_string(),
+            action,
+            "email",
+        )
+    }
+
+    /// Drops the keys whose state is indistinguishable from a fresh one.
+    pub fn retain_recent(&self) {
+        for action in [
+            Action::Login,
+            Action::OtpRequest,
+            Action::OtpVerify,
+            Action::Register,
+            Action::MagicRequest,
+        ] {
+            let pair = self.pair(action);
+            pair.ip.retain_recent();
+            pair.email.retain_recent();
+            pair.ip.shrink_to_fit();
+            pair.email.shrink_to_fit();
+        }
+    }
+
+    /// Keys held across every limiter (for tests and metrics).
+    pub fn len(&self) -> usize {
+        [
+            Action::Login,
+            Action::OtpRequest,
+            Action::OtpVerify,
+            Action::Register,
+            Action::MagicRequest,
+        ]
+        .iter()
+        .map(|a| self.pair(*a).ip.len() + self.pair(*a).email.len())
+        .sum()
+    }
+
+    /// Whether no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A permit for one background task of the flows, or `None` when [`MAX_BACKGROUND`] are
+    /// already running (the caller drops the work and answers as usual).
+    pub fn background(&self) -> Option<OwnedSemaphorePermit> {
+        self.inner.background.clone().try_acquire_owned().ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(login_per_ip: &str, login_per_email: &str) -> Limits {
+        let base: RateLimit = "1000/1s".parse().unwrap();
+        Limits::new(&RateLimits {
+            login_per_ip: login_per_ip.parse().unwrap(),
+            login_per_email: login_per_email.parse().unwrap(),
+            otp_request_per_ip: base,
+            otp_request_per_email: base,
+            otp_verify_per_ip: base,
+            otp_verify_per_email: base,
+            register_per_ip: base,
+            register_per_email: base,
+            magic_request_per_ip: base,
+            magic_request_per_email: base,
+        })
+    }
+
+    #[test]
+    fn the_burst_is_the_count_then_429_with_retry_after() {
+        let l = limits("3/1m", "100/1m");
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        for _ in 0..3 {
+            l.check(Action::Login, ip, "a@example.com").unwrap();
+        }
+        match l.check(Action::Login, ip, "a@example.com") {
+            Err(HttpError::RateLimited(wait)) => {
+                assert!(
+                    wait >= Duration::from_secs(19) && wait <= Duration::from_secs(20),
+                    "one more every 20 s: {wait:?}"
+                );
+            }
+            other => panic!("expected 429, got {other:?}"),
+        }
+        let other: IpAddr = "192.0.2.2".parse().unwrap();
+        assert!(l.check(Action::Login, other, "a@example.com").is_ok());
+        assert!(
+            l.check(Action::OtpRequest, ip, "a@example.com").is_ok(),
+            "flows have their own limiters"
+        );
+    }
+
+    #[test]
+    fn the_email_limit_spans_addresses() {
+        let l = limits("100/1m", "2/1m");
+        for i in 1..=2 {
+            let ip: IpAddr = format!("192.0.2.{i}").parse().unwrap();
+            l.check(Action::Login, ip, "victim@example.com").unwrap();
+        }
+        let ip: IpAddr = "192.0.2.9".parse().unwrap();
+        assert!(matches!(
+            l.check(Action::Login, ip, "victim@example.com"),
+            Err(HttpError::RateLimited(_))
+        ));
+        assert!(l.check(Action::Login, ip, "other@example.com").is_ok());
+    }
+
+    #[test]
+    fn ipv6_clients_are_keyed_by_their_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(ip_key(a), ip_key(b));
+        assert_ne!(ip_key(a), ip_key(c));
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        assert_eq!(ip_key(mapped), "192.0.2.1".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn fresh_keys_are_forgotten() {
+        let l = limits("1000/1ms", "1000/1ms");
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        l.check(Action::Login, ip, "a@example.com").unwrap();
+        assert!(!l.is_empty());
+        std::thread::sleep(Duration::from_millis(20));
+        l.retain_recent();
+        assert!(l.is_empty(), "{} keys left", l.len());
+    }
+
+    #[test]
+    fn background_work_is_bounded() {
+        let l = limits("1/1s", "1/1s");
+        let permits: Vec<_> = (0..MAX_BACKGROUND).filter_map(|_| l.background()).collect();
+        assert_eq!(permits.len(), MAX_BACKGROUND);
+        assert!(l.background().is_none());
+        drop(permits);
+        assert!(l.background().is_some());
+    }
+}

@@ -1,0 +1,153 @@
+//! The session tokens a run sends: read from the seed file, then chosen uniformly, by a Zipf
+//! law over their rank (line order), or each one once (for cache misses and revocations).
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use anyhow::{Context, bail};
+use http::HeaderValue;
+use rand::Rng;
+
+/// Zipf sampling over ranks `0..n`: rank `k` (0-based) has weight `1 / (k + 1)^s`, so rank 0
+/// is the most frequent and `s = 0` is uniform. Sampling is a binary search in the
+/// precomputed cumulative weights: O(log n) per draw, 8 bytes of memory per rank.
+#[derive(Debug, Clone)]
+pub struct Zipf {
+    cdf: Vec<f64>,
+}
+
+impl Zipf {
+    /// The distribution over `n` ranks with exponent `s`.
+    ///
+    /// # Errors
+    /// `n == 0`, or `s` negative or not finite.
+    pub fn new(n: usize, s: f64) -> anyhow::Result<Zipf> {
+        if n == 0 {
+            bail!("Zipf over zero items");
+        }
+        if !s.is_finite() || s < 0.0 {
+            bail!("the Zipf exponent must be a finite number ≥ 0, not {s}");
+        }
+        let mut total = 0.0;
+        let cdf = (1..=n)
+            .map(|k| {
+                total += (k as f64).powf(-s);
+                total
+            })
+            .collect();
+        Ok(Zipf { cdf })
+    }
+
+    /// How many ranks there are.
+    pub fn len(&self) -> usize {
+        self.cdf.len()
+    }
+
+    /// Always false: a `Zipf` has at least one rank.
+    pub fn is_empty(&self) -> bool {
+        self.cdf.is_empty()
+    }
+
+    /// A random rank in `0..len()`.
+    pub fn sample<R: Rng + ?Sized>(&self, rng: &mut R) -> usize {
+        let total = self.cdf.last().copied().unwrap_or(0.0);
+        let u = rng.random::<f64>() * total;
+        self.cdf
+            .partition_point(|&c| c <= u)
+            .min(self.cdf.len() - 1)
+    }
+}
+
+/// How a token is chosen for each request.
+#[derive(Debug, Clone)]
+pub enum Choice {
+    Uniform,
+    Zipf(Zipf),
+}
+
+/// The tokens of a run, as ready `Authorization` values.
+#[derive(Debug)]
+pub struct Tokens {
+    bearers: Vec<HeaderValue>,
+    choice: Choice,
+    next_unused: AtomicUsize,
+}
+
+impl Tokens {
+    /// Reads one token per line from `path` (blank lines ignored), skips the first `offset`,
+    /// keeps at most `limit`, and chooses among them uniformly or by Zipf(`zipf`).
+    ///
+    /// # Errors
+    /// An unreadable file, a line that is not a valid header value, or no token left.
+    pub fn load(
+        path: &Path,
+        offset: usize,
+        limit: Option<usize>,
+        zipf: Option<f64>,
+    ) -> anyhow::Result<Tokens> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading {} (--tokens)", path.display()))?;
+        let bearers = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .skip(offset)
+            .take(limit.unwrap_or(usize::MAX))
+            .enumerate()
+            .map(|(i, token)| {
+                HeaderValue::from_str(&format!("Bearer {token}")).with_context(|| {
+                    format!(
+                        "line {} of {} is not a token",
+                        i + offset + 1,
+                        path.display()
+                    )
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Tokens::new(bearers, zipf)
+            .with_context(|| format!("{} (--tokens, --token-offset)", path.display()))
+    }
+
+    /// Tokens from `bearers` (`Bearer …` values).
+    ///
+    /// # Errors
+    /// `bearers` is empty, or `zipf` is not a valid exponent.
+    pub fn new(bearers: Vec<HeaderValue>, zipf: Option<f64>) -> anyhow::Result<Tokens> {
+        if bearers.is_empty() {
+            bail!("no tokens to use");
+        }
+        let choice = match zipf {
+            Some(s) => Choice::Zipf(Zipf::new(bearers.len(), s)?),
+            None => Choice::Uniform,
+        };
+        Ok(Tokens {
+            bearers,
+            choice,
+            next_unused: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.bearers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bearers.is_empty()
+    }
+
+    /// A token chosen uniformly or by Zipf rank (line order), reusable.
+    pub fn pick(&self) -> &HeaderValue {
+        let mut rng = rand::rng();
+        let index = match &self.choice {
+            Choice::Uniform => rng.random_range(0..self.bearers.len()),
+            Choice::Zipf(z) => z.sample(&mut rng),
+        };
+        &self.bearers[index]
+    }
+
+    /// The next token nobody took yet, in file order; `None` once all are used.
+    pub fn take_unused(&self) -> Option<&HeaderValue> {
+        self.bearers
+            .get(self.next_unused.fetch_add(1, Ordering::Relaxed))
+    }
+}
