@@ -758,6 +758,7 @@ impl Config {
                 .collect(),
         };
         v.routes_unique(&config.routes);
+        v.cookie_fits_the_scheme(&config);
         if v.problems.is_empty() {
             Ok(config)
         } else {
@@ -1488,6 +1489,23 @@ impl Validator {
         })
     }
 
+    /// Browsers drop a `__Host-` or `__Secure-` cookie that is not `Secure`, and the gateway
+    /// marks it `Secure` only when `public_url` is https: such a pair would make every login
+    /// end back on the login page (the redirect loop), so it is refused here.
+    fn cookie_fits_the_scheme(&mut self, config: &Config) {
+        let name = &config.sessions.cookie_name;
+        let prefixed = name.starts_with("__Host-") || name.starts_with("__Secure-");
+        if prefixed && !config.server.public_url.https {
+            self.problem(
+                "sessions.cookie_name",
+                format!(
+                    "`{name}` needs an https server.public_url (browsers drop it otherwise and every login \
+                     loops back to the login page); use a name without the __Host-/__Secure- prefix for plain HTTP"
+                ),
+            );
+        }
+    }
+
     fn routes_unique(&mut self, routes: &[Route]) {
         let mut seen = std::collections::HashSet::new();
         for (i, r) in routes.iter().enumerate() {
@@ -1663,7 +1681,9 @@ mod tests {
     #[test]
     fn the_log_mail_transport_is_for_local_urls_only() {
         let local = |url: &str| {
-            let c = load(&format!("[server]\npublic_url = \"{url}\"\n"), &[]).unwrap();
+            let text =
+                format!("[server]\npublic_url = \"{url}\"\n[sessions]\ncookie_name = \"gw\"\n");
+            let c = load(&text, &[]).unwrap();
             c.server.public_url.is_local()
         };
         for url in [
@@ -1742,6 +1762,17 @@ mod tests {
         let env = [("GATEWAY_AUTH__SECRET".to_string(), "x".repeat(40))];
         let raw = parse_with_overrides(example, env).expect("the example parses");
         Config::from_raw(&raw).expect("the example is valid");
+    }
+
+    #[test]
+    fn a_prefixed_cookie_needs_https() {
+        let e = load("[server]\npublic_url = \"http://127.0.0.1:8080\"\n", &[]).unwrap_err();
+        assert_eq!(e[0].key, "sessions.cookie_name", "{e:?}");
+        let c = load(
+            "[server]\npublic_url = \"http://127.0.0.1:8080\"\n[sessions]\ncookie_name = \"gw_session\"\n",
+            &[],
+        );
+        assert!(c.is_ok());
     }
 
     #[test]
