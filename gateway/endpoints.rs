@@ -10,13 +10,12 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::config::AuthPolicy;
 use crate::error::HttpError;
 use crate::pages::{self, forms};
 use crate::proxy::{self, Body, Conn, Ctx, Gateway, full};
 use crate::ratelimit::Action;
 use crate::sessions::{Identity, NewSession, SessionMeta};
-use crate::{failures, headers, path, users};
+use crate::{failures, path, users};
 
 pub mod account;
 pub mod flows;
@@ -530,28 +529,17 @@ async fn verify(
         return Ok(resp);
     }
     let route = gw.route(&normalized).ok_or(HttpError::Forbidden)?;
-    if !route.methods.is_empty() && !route.methods.contains(&method) {
-        return Err(HttpError::MethodNotAllowed);
-    }
-    let identity = match route.auth {
-        AuthPolicy::Public => None,
-        AuthPolicy::Optional | AuthPolicy::Required => gw.authenticate(req.headers()).await?,
-    };
-    ctx.user_id = identity.as_ref().map(|i| i.user_id.clone());
+    let identity = gw
+        .authenticate_for(route, &method, req.headers(), ctx)
+        .await?;
     proxy::authorize(route, identity.as_deref())?;
     if let Some(identity) = identity {
         let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let signing = gw
-            .config
-            .headers
-            .signing_secret
-            .as_deref()
-            .map(|key| (key, method.as_str(), path_and_query));
-        headers::inject_identity(
+        gw.inject_identity(
             resp.headers_mut(),
-            &gw.names,
             &identity,
-            signing,
+            &method,
+            path_and_query,
             &ctx.request_id,
         );
     }

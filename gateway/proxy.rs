@@ -89,6 +89,48 @@ impl Gateway {
             .find(|r| path::has_prefix(normalized, &r.path_prefix))
     }
 
+    /// Phase 3 for a matched route: the identity, if the route looks at credentials (public
+    /// routes never do). Also refuses a method the route does not allow.
+    ///
+    /// # Errors
+    /// 405 for a method outside `route.methods`; 503 when the session store cannot answer.
+    pub async fn authenticate_for(
+        &self,
+        route: &Route,
+        method: &Method,
+        headers: &HeaderMap,
+        ctx: &mut Ctx,
+    ) -> Result<Option<Arc<Identity>>, HttpError> {
+        if !route.methods.is_empty() && !route.methods.contains(method) {
+            return Err(HttpError::MethodNotAllowed);
+        }
+        let identity = match route.auth {
+            AuthPolicy::Public => None,
+            AuthPolicy::Optional | AuthPolicy::Required => self.authenticate(headers).await?,
+        };
+        ctx.user_id = identity.as_ref().map(|i| i.user_id.clone());
+        Ok(identity)
+    }
+
+    /// Phase 6, second half: inserts the identity headers (signed when `headers.sign` is on)
+    /// for a request `method path_and_query` as the upstream will see it.
+    pub fn inject_identity(
+        &self,
+        headers: &mut HeaderMap,
+        identity: &Identity,
+        method: &Method,
+        path_and_query: &str,
+        request_id: &str,
+    ) {
+        let signing = self
+            .config
+            .headers
+            .signing_secret
+            .as_deref()
+            .map(|key| (key, method.as_str(), path_and_query));
+        headers::inject_identity(headers, &self.names, identity, signing, request_id);
+    }
+
     /// Whether `ip` is a configured trusted proxy.
     pub fn is_trusted(&self, ip: IpAddr) -> bool {
         self.config
@@ -235,16 +277,11 @@ async fn handle_inner(
     } else {
         route.path_prefix.clone()
     };
-    if !route.methods.is_empty() && !route.methods.contains(req.method()) {
-        return Err(HttpError::MethodNotAllowed);
-    }
 
     // 3. Authenticate (public routes never look at credentials).
-    let identity = match route.auth {
-        AuthPolicy::Public => None,
-        AuthPolicy::Optional | AuthPolicy::Required => gw.authenticate(req.headers()).await?,
-    };
-    ctx.user_id = identity.as_ref().map(|i| i.user_id.clone());
+    let identity = gw
+        .authenticate_for(route, req.method(), req.headers(), ctx)
+        .await?;
 
     // 4. Authorize.
     match authorize(route, identity.as_deref()) {
@@ -398,17 +435,11 @@ async fn forward(
     );
     if let Some(identity) = identity {
         let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let signing = gw
-            .config
-            .headers
-            .signing_secret
-            .as_deref()
-            .map(|key| (key, parts.method.as_str(), path_and_query));
-        headers::inject_identity(
+        gw.inject_identity(
             &mut parts.headers,
-            &gw.names,
             identity,
-            signing,
+            &parts.method,
+            path_and_query,
             &ctx.request_id,
         );
     }

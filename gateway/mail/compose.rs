@@ -94,22 +94,8 @@ pub fn account_exists_notice(login_url: &str) -> (String, String, String) {
     (subject.to_owned(), text, page(subject, &body))
 }
 
-/// `s` with `& < > " '` replaced by character references: safe in element content and in
-/// quoted attribute values.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+/// HTML escaping, shared with the pages: `& < > " '` become character references.
+pub use crate::pages::escape;
 
 fn valid_for(minutes: u64) -> String {
     if minutes == 1 {
