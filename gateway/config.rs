@@ -524,7 +524,7 @@ pub struct Auth {
     pub bcrypt_cost: u32,
     pub bcrypt_concurrency: usize,
     pub bcrypt_queue: usize,
-    /// Empty when not configured: commands that need it check [`Config::require_secret`].
+    /// Empty when not configured: `gateway serve` refuses that ([`Config::serve_problems`]).
     pub secret: Vec<u8>,
     pub previous_secrets: Vec<Vec<u8>>,
 }

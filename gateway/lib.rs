@@ -19,14 +19,15 @@
 //! client ──TLS──▶ server (conn cap, handshake + header timeouts, h1/h2 by ALPN)
 //!   └▶ proxy::handle
 //!        1 early checks   path::normalize (400 on ambiguity), body limit, request id
-//!        2 route          longest normalized prefix → policy, roles, methods
+//!        2 route          /auth/* → endpoints (the gateway's own); else the longest
+//!                         normalized prefix → policy, roles, methods
 //!        3 authenticate   cookie / Bearer → sessions::validate (moka; miss → one query)
 //!        4 authorize      required / optional / public, roles → 302 / 401 / 403
-//!        5 dispatch       /auth/* → endpoints; else upstream
+//!        5 dispatch       upstream (or, for /auth/verify, the answer itself)
 //!        6 upstream req   headers::sanitize_request, then headers::inject_identity
 //!        7 forward        upstream::forward (pooled, streamed, timeouts → 502 / 504)
-//!        8 response       hop-by-hop stripped, security headers
-//!        9 log            one access line
+//!        8 response       hop-by-hop headers stripped; WebSocket upgrades tunnelled
+//!        9 log            one access line (target "access"), metrics
 //! ```
 
 pub mod admin;

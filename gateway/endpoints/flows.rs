@@ -7,7 +7,7 @@
 //! No answer depends on whether an email has an account. Input checks and rate limits come
 //! first and look only at what the client sent. Requests that would mail something (register,
 //! OTP request, magic request) do their lookups, code issue and mail in a background task
-//! ([`ratelimit::Limits::background`]) after the answer is decided, so known and unknown
+//! ([`crate::ratelimit::Limits::background`]) after the answer is decided, so known and unknown
 //! emails get the same status, the same body and the same time. Registration also runs bcrypt
 //! and one `INSERT` either way; a taken address gets an "account exists" mail instead of a
 //! code.
