@@ -810,3 +810,79 @@ async fn the_connection_cap_holds() {
     assert_eq!(served.expect("served once a slot frees").status, 200);
     drop(second);
 }
+
+/// The client address (rate-limit key, `X-Forwarded-For`) comes from the socket, or from
+/// `X-Forwarded-For` only when the peer is a trusted proxy: a client cannot dodge a per-IP
+/// limit by inventing addresses.
+#[tokio::test]
+async fn forwarded_for_counts_only_from_trusted_proxies() {
+    let db = TestDb::new().await;
+    let up = echo().await;
+    let attempt = |addr, i: usize, xff: &str| {
+        post_json(
+            addr,
+            "/auth/login",
+            &serde_json::json!({"email": format!("x{i}@example.com"), "password": "wrong password"}),
+        )
+        .header("x-forwarded-for", xff)
+    };
+
+    let untrusting = TestGateway::builder(&db)
+        .route("/", up, "public")
+        .env("GATEWAY_RATE_LIMITS__LOGIN_PER_IP", "2/1m")
+        .start()
+        .await;
+    let statuses: Vec<u16> = futures_util::future::join_all(
+        (0..3).map(|i| attempt(untrusting.addr, i, &format!("10.0.0.{i}")).send()),
+    )
+    .await
+    .iter()
+    .map(|r| r.status)
+    .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        1,
+        "{statuses:?}"
+    );
+    let echoed = get(untrusting.addr, "/x")
+        .header("x-forwarded-for", "1.2.3.4")
+        .send()
+        .await;
+    assert_eq!(
+        echoed.echoed("x-forwarded-for").as_deref(),
+        Some("127.0.0.1")
+    );
+
+    let trusting = TestGateway::builder(&db)
+        .route("/", up, "public")
+        .env("GATEWAY_RATE_LIMITS__LOGIN_PER_IP", "2/1m")
+        .env("GATEWAY_SERVER__TRUSTED_PROXIES", "127.0.0.1")
+        .start()
+        .await;
+    for i in 0..3 {
+        let r = attempt(trusting.addr, 10 + i, &format!("10.0.1.{i}"))
+            .send()
+            .await;
+        assert_eq!(
+            r.status, 401,
+            "distinct clients behind a trusted proxy: {}",
+            r.body
+        );
+    }
+    let same: Vec<u16> = futures_util::future::join_all(
+        (0..3).map(|i| attempt(trusting.addr, 20 + i, "203.0.113.9").send()),
+    )
+    .await
+    .iter()
+    .map(|r| r.status)
+    .collect();
+    assert_eq!(same.iter().filter(|s| **s == 429).count(), 1, "{same:?}");
+    let echoed = get(trusting.addr, "/x")
+        .header("x-forwarded-for", "1.2.3.4")
+        .send()
+        .await;
+    assert_eq!(
+        echoed.echoed("x-forwarded-for").as_deref(),
+        Some("1.2.3.4, 127.0.0.1")
+    );
+}
