@@ -15,11 +15,13 @@
 //! - [`tls`]: ALPN h2/http1.1, handshake and header read timeouts.
 //! - [`shutdown`]: SIGTERM under load loses no request.
 //! - [`logs`]: tokens and passwords never reach the logs.
+//! - [`abuse`]: smuggling spellings, folded and oversized headers, h2c, slow bodies.
 //! - [`flows`]: codes, magic links, register, reset and change, sessions, limits, enumeration.
 //! - [`browser`]: the login pages in headless Chromium: password and code login, `return_to`.
 
 mod support;
 
+mod abuse;
 mod browser;
 mod cli;
 mod db_retry;

@@ -1,0 +1,158 @@
+//! Protocol abuse from a raw socket: request smuggling spellings, folded and oversized headers,
+//! h2c upgrade attempts and slow bodies. Each request either gets a clear 4xx or reaches the
+//! upstream exactly as the gateway understood it — never two requests where one was sent.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::http::raw;
+use crate::support::{TestDb, TestGateway, echo};
+
+const WAIT: Duration = Duration::from_millis(1500);
+
+async fn public_gateway(db: &TestDb, env: &[(&str, &str)]) -> TestGateway {
+    let mut b = TestGateway::builder(db).route("/", echo().await, "public");
+    for (k, v) in env {
+        b = b.env(k, v);
+    }
+    b.start().await
+}
+
+fn status_lines(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter(|l| l.starts_with("HTTP/1.1 "))
+        .collect()
+}
+
+/// hyper (RFC 9112 section 6.3) lets `Transfer-Encoding` win over `Content-Length`, drops
+/// the `Content-Length`, and closes the connection after the response, so whatever follows
+/// the chunked body is never read as a second request.
+#[tokio::test]
+async fn content_length_with_transfer_encoding_cannot_smuggle() {
+    let db = TestDb::new().await;
+    let gw = public_gateway(&db, &[]).await;
+    let smuggle = "POST /a HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\ntransfer-encoding: chunked\r\n\r\n\
+                   0\r\n\r\nGET /smuggled HTTP/1.1\r\nhost: x\r\n\r\n";
+    let out = raw(gw.addr, smuggle.as_bytes(), WAIT).await;
+    let lines = status_lines(&out);
+    assert_eq!(lines.len(), 1, "exactly one response: {out}");
+    if lines[0].starts_with("HTTP/1.1 200") {
+        assert!(
+            out.to_ascii_lowercase().contains("connection: close"),
+            "{out}"
+        );
+        assert!(
+            out.contains("\"body_bytes\":0"),
+            "the chunked body (empty) is the body: {out}"
+        );
+    } else {
+        assert!(lines[0].starts_with("HTTP/1.1 400"), "{out}");
+    }
+    assert!(
+        !out.contains("/smuggled"),
+        "a smuggled request reached the upstream: {out}"
+    );
+}
+
+#[tokio::test]
+async fn conflicting_content_lengths_are_refused() {
+    let db = TestDb::new().await;
+    let gw = public_gateway(&db, &[]).await;
+    let out = raw(
+        gw.addr,
+        b"POST /a HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\ncontent-length: 30\r\n\r\nabc",
+        WAIT,
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+}
+
+#[tokio::test]
+async fn obs_folded_headers_are_refused() {
+    let db = TestDb::new().await;
+    let gw = public_gateway(&db, &[]).await;
+    let out = raw(
+        gw.addr,
+        b"GET /a HTTP/1.1\r\nhost: x\r\nx-note: a\r\n x-user-id: root\r\n\r\n",
+        WAIT,
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+}
+
+#[tokio::test]
+async fn oversized_and_too_many_headers_are_refused() {
+    let db = TestDb::new().await;
+    let gw = public_gateway(
+        &db,
+        &[
+            ("GATEWAY_SERVER__MAX_HEADER_BYTES", "16384"),
+            ("GATEWAY_SERVER__MAX_HEADERS", "32"),
+        ],
+    )
+    .await;
+    let big = format!(
+        "GET /a HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
+    let out = raw(gw.addr, big.as_bytes(), WAIT).await;
+    assert!(
+        out.starts_with("HTTP/1.1 431"),
+        "{}",
+        &out[..out.len().min(200)]
+    );
+    let mut many = String::from("GET /a HTTP/1.1\r\nhost: x\r\n");
+    for i in 0..64 {
+        many.push_str(&format!("x-h{i}: v\r\n"));
+    }
+    many.push_str("\r\n");
+    let out = raw(gw.addr, many.as_bytes(), WAIT).await;
+    assert!(out.starts_with("HTTP/1.1 431"), "{out}");
+}
+
+#[tokio::test]
+async fn an_h2c_upgrade_is_not_honoured() {
+    let db = TestDb::new().await;
+    let gw = public_gateway(&db, &[]).await;
+    let out = raw(
+        gw.addr,
+        b"GET /a HTTP/1.1\r\nhost: x\r\nconnection: Upgrade, HTTP2-Settings\r\nupgrade: h2c\r\nhttp2-settings: AAMAAABkAAQAAP__\r\n\r\n",
+        WAIT,
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    let body = &out[out.find("\r\n\r\n").unwrap() + 4..];
+    assert!(
+        !body.contains("\"upgrade\""),
+        "the upgrade reached the upstream: {body}"
+    );
+    assert!(!body.contains("http2-settings"), "{body}");
+}
+
+#[tokio::test]
+async fn a_slow_body_does_not_hold_the_gateway() {
+    let db = TestDb::new().await;
+    let gw = public_gateway(&db, &[("GATEWAY_UPSTREAM__RESPONSE_TIMEOUT", "1s")]).await;
+    let mut slow = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    slow.write_all(b"POST /a HTTP/1.1\r\nhost: x\r\ncontent-length: 1000\r\n\r\nabc")
+        .await
+        .unwrap();
+    // Others are served meanwhile.
+    let other = crate::support::http::get(gw.addr, "/b").send().await;
+    assert_eq!(other.status, 200);
+    // The stalled upload ends in bounded time (the upstream waits for a body that never comes).
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut buf)).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stalled for {:?}",
+        started.elapsed()
+    );
+    let text = String::from_utf8_lossy(&buf);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 504") || text.starts_with("HTTP/1.1 502"),
+        "{text}"
+    );
+}
