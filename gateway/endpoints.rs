@@ -136,6 +136,18 @@ pub fn check_origin(
     }
 }
 
+/// [`check_origin`] against this gateway's `server.public_url` and session cookie name.
+///
+/// # Errors
+/// [`HttpError::CrossOrigin`].
+pub fn require_same_origin(gw: &Gateway, headers: &HeaderMap) -> Result<(), HttpError> {
+    check_origin(
+        headers,
+        &gw.config.server.public_url.origin,
+        &gw.config.sessions.cookie_name,
+    )
+}
+
 fn require_json(headers: &HeaderMap) -> Result<(), HttpError> {
     let is_json = headers
         .get(header::CONTENT_TYPE)
@@ -364,11 +376,7 @@ async fn login(
     req: Request<Incoming>,
     ctx: &mut Ctx,
 ) -> Result<Response<Body>, HttpError> {
-    check_origin(
-        req.headers(),
-        &gw.config.server.public_url.origin,
-        &gw.config.sessions.cookie_name,
-    )?;
+    require_same_origin(gw, req.headers())?;
     let headers = req.headers().clone();
     let body: LoginBody = read_json(req).await?;
     let (user, session) = password_login(
@@ -416,11 +424,7 @@ async fn logout(
     req: Request<Incoming>,
     ctx: &mut Ctx,
 ) -> Result<Response<Body>, HttpError> {
-    check_origin(
-        req.headers(),
-        &gw.config.server.public_url.origin,
-        &gw.config.sessions.cookie_name,
-    )?;
+    require_same_origin(gw, req.headers())?;
     let identity = gw.authenticate(req.headers()).await?;
     let revoked = match &identity {
         Some(id) => {

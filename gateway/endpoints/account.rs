@@ -10,7 +10,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::flows::check_new_password;
-use super::{check_origin, clear_cookie, json_response, read_json, require_identity};
+use super::{clear_cookie, json_response, read_json, require_identity, require_same_origin};
 use crate::error::HttpError;
 use crate::proxy::{Body, Ctx, Gateway};
 use crate::ratelimit::Action;
@@ -31,11 +31,7 @@ pub fn check_csrf(gw: &Gateway, headers: &HeaderMap) -> Result<(), HttpError> {
     if bearer {
         return Ok(());
     }
-    check_origin(
-        headers,
-        &gw.config.server.public_url.origin,
-        &gw.config.sessions.cookie_name,
-    )
+    require_same_origin(gw, headers)
 }
 
 /// The identity of a state-changing request: the CSRF check first (403), then authenticated

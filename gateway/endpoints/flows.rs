@@ -17,7 +17,7 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{check_origin, json_response, read_json, session_meta, start_session};
+use super::{json_response, read_json, require_same_origin, session_meta, start_session};
 use crate::codes::{self, Purpose, Redeemed};
 use crate::db::DbError;
 use crate::error::HttpError;
@@ -407,11 +407,7 @@ pub async fn otp_verify(
     req: Request<Incoming>,
     ctx: &mut Ctx,
 ) -> Result<Response<Body>, HttpError> {
-    check_origin(
-        req.headers(),
-        &gw.config.server.public_url.origin,
-        &gw.config.sessions.cookie_name,
-    )?;
+    require_same_origin(gw, req.headers())?;
     let headers = req.headers().clone();
     let input: OtpVerifyInput = read_json(req).await?;
     match do_otp_verify(gw, ctx, &input).await? {
@@ -531,11 +527,7 @@ pub async fn magic_consume(
     let headers = req.headers().clone();
     let browser = forms::is_form(&headers) || accepts_html(&headers);
     let outcome = async {
-        check_origin(
-            &headers,
-            &gw.config.server.public_url.origin,
-            &gw.config.sessions.cookie_name,
-        )?;
+        require_same_origin(gw, &headers)?;
         gw.limits.check_ip(Action::OtpVerify, ctx.client_ip)?;
         let login = do_magic_consume(gw, ctx, token).await?;
         let meta = session_meta(&headers, ctx, None);
@@ -636,11 +628,7 @@ pub async fn password_reset(
     req: Request<Incoming>,
     ctx: &mut Ctx,
 ) -> Result<Response<Body>, HttpError> {
-    check_origin(
-        req.headers(),
-        &gw.config.server.public_url.origin,
-        &gw.config.sessions.cookie_name,
-    )?;
+    require_same_origin(gw, req.headers())?;
     let input: ResetInput = read_json(req).await?;
     let revoked = do_password_reset(gw, ctx, &input).await?;
     Ok(json_response(

@@ -11,7 +11,7 @@ use super::{
     reset_request_page, see_other,
 };
 use crate::endpoints::flows::{self, OtpRequestInput, OtpVerifyInput, ResetInput, Verified};
-use crate::endpoints::{self, check_origin, session_meta};
+use crate::endpoints::{self, require_same_origin, session_meta};
 use crate::error::HttpError;
 use crate::proxy::{self, Body, Ctx, Gateway};
 use crate::redirect::safe_return_to;
@@ -99,11 +99,7 @@ pub fn signed_in(gw: &Gateway, location: &str, session: &NewSession) -> Response
 
 /// The CSRF check ([`check_origin`]), then the form.
 async fn checked_form(gw: &Gateway, req: Request<Incoming>) -> Result<Form, HttpError> {
-    check_origin(
-        req.headers(),
-        &gw.config.server.public_url.origin,
-        &gw.config.sessions.cookie_name,
-    )?;
+    require_same_origin(gw, req.headers())?;
     read(req).await
 }
 
