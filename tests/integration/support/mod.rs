@@ -17,4 +17,4 @@ pub mod webdriver;
 pub use command::{Gateway, Output, cli, gateway};
 #[allow(unused_imports)]
 pub use db::{TestDb, server_url, url_with_database};
-pub use server::{PUBLIC_ORIGIN, SECRET, TestGateway, echo, user};
+pub use server::{PUBLIC_ORIGIN, SECRET, ServeProcess, TestGateway, echo, user};

@@ -190,3 +190,63 @@ pub async fn user(db: &TestDb, email: &str, password: &str, roles: &[&str]) -> S
     .expect("create user")
     .id
 }
+
+/// The real `gateway serve` binary, as an operator runs it: a child process on free loopback
+/// ports with `config` as its file and `env` on top of the database URL and secret.
+pub struct ServeProcess {
+    pub child: tokio::process::Child,
+    pub addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl ServeProcess {
+    /// Starts it (stdout and stderr piped) and waits until it accepts connections.
+    pub async fn start(db: &TestDb, config: &str, env: &[(&str, &str)]) -> ServeProcess {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("gateway.toml");
+        std::fs::write(&file, config).expect("write config");
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+        };
+        let (addr, admin) = (free(), free());
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_gateway"));
+        command
+            .args(["serve", "--config"])
+            .arg(&file)
+            .env("GATEWAY_DATABASE__URL", db.url())
+            .env("GATEWAY_AUTH__SECRET", SECRET)
+            .env("GATEWAY_SERVER__LISTEN", addr.to_string())
+            .env("GATEWAY_SERVER__ADMIN_LISTEN", admin.to_string())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let child = command.spawn().expect("spawn gateway serve");
+        let started = std::time::Instant::now();
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(20),
+                "gateway did not start"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        ServeProcess {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let pid = self.child.id().expect("running").to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
+    }
+}
