@@ -129,6 +129,7 @@ pub struct RawServer {
     pub tls_handshake_timeout: String,
     pub shutdown_grace: String,
     pub h2_max_concurrent_streams: u64,
+    pub workers: u64,
 }
 
 impl Default for RawServer {
@@ -148,6 +149,7 @@ impl Default for RawServer {
             tls_handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT.into(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE.into(),
             h2_max_concurrent_streams: DEFAULT_H2_MAX_CONCURRENT_STREAMS,
+            workers: 0,
         }
     }
 }
@@ -416,6 +418,9 @@ pub struct Server {
     pub tls_handshake_timeout: Duration,
     pub shutdown_grace: Duration,
     pub h2_max_concurrent_streams: u32,
+    /// Worker threads serving connections, each with its own single-threaded runtime
+    /// (`0` in the file: one per available core).
+    pub workers: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -1093,6 +1098,10 @@ impl Validator {
                 10_000,
             ))
             .unwrap_or(u32::MAX),
+            workers: match raw.workers {
+                0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+                n => self.count("server.workers", n, 1, 1024),
+            },
         }
     }
 

@@ -428,7 +428,7 @@ async fn logout(
     let identity = gw.authenticate(req.headers()).await?;
     let revoked = match &identity {
         Some(id) => {
-            ctx.user_id = Some(id.user_id.clone());
+            ctx.user_id = Some(id.user_id.to_string());
             gw.sessions.revoke_token(id, "logout").await? > 0
         }
         None => false,
@@ -456,7 +456,7 @@ pub async fn require_identity(
         .authenticate(headers)
         .await?
         .ok_or(HttpError::Unauthenticated)?;
-    ctx.user_id = Some(identity.user_id.clone());
+    ctx.user_id = Some(identity.user_id.to_string());
     Ok(identity)
 }
 
@@ -469,7 +469,7 @@ async fn session(
     Ok(json_response(
         StatusCode::OK,
         &json!({
-            "user": user_json(&id.user_id, &id.email, &id.roles),
+            "user": user_json(&id.user_id, &id.email, &id.roles.names),
             "session": {"id": id.session_id, "created_at": rfc3339(id.created_at), "expires_at": rfc3339(id.expires_at)},
         }),
     ))

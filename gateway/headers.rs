@@ -266,9 +266,9 @@ pub fn inject_identity(
 ) {
     let session_id = identity.session_id.to_string();
     let pairs = [
-        (&names.user_id, identity.user_id.as_str()),
-        (&names.user_email, identity.email.as_str()),
-        (&names.user_roles, identity.roles_header.as_str()),
+        (&names.user_id, &*identity.user_id),
+        (&names.user_email, &*identity.email),
+        (&names.user_roles, identity.roles.header.as_str()),
         (&names.session_id, session_id.as_str()),
     ];
     for (name, value) in pairs {
@@ -280,7 +280,7 @@ pub fn inject_identity(
         let claims = Claims {
             user_id: &identity.user_id,
             email: &identity.email,
-            roles: &identity.roles_header,
+            roles: &identity.roles.header,
             session_id: &session_id,
             request_id,
             method,

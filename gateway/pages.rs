@@ -344,8 +344,8 @@ pub async fn get(
     let page = match endpoint {
         "/auth" => match gw.authenticate(req.headers()).await? {
             Some(id) => {
-                ctx.user_id = Some(id.user_id.clone());
-                signed_in_page(&id.email, &id.roles)
+                ctx.user_id = Some(id.user_id.to_string());
+                signed_in_page(&id.email, &id.roles.names)
             }
             None => {
                 return Ok(see_other(&format!(

@@ -218,11 +218,34 @@ mod blocking {
     use super::HashError;
 
     pub(super) fn hash(input: &[u8], cost: u32) -> Result<String, HashError> {
+        yield_to_requests();
         bcrypt::hash(input, cost).map_err(|e| HashError::Internal(e.to_string()))
     }
 
     pub(super) fn verify(input: &[u8], hash: &str) -> bool {
+        yield_to_requests();
         bcrypt::verify(input, hash).unwrap_or(false)
+    }
+
+    /// The nice value of a thread that hashes passwords.
+    const HASHING_NICE: i32 = 10;
+
+    /// Lowers the calling thread's scheduling priority, once per thread: when the cores are
+    /// busy, the workers that proxy requests get the CPU before password hashing does, so a
+    /// login storm delays logins (bounded by the admission queue) rather than every proxied
+    /// request. On an idle machine hashing still gets whole cores. On Linux the nice value
+    /// belongs to the thread (`setpriority(2)`, with `who` = 0 meaning the calling thread).
+    fn yield_to_requests() {
+        thread_local! {
+            static LOWERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+        }
+        #[cfg(target_os = "linux")]
+        LOWERED.with(|lowered| {
+            if !lowered.replace(true) {
+                // SAFETY: setpriority only reads its integer arguments.
+                let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, HASHING_NICE) };
+            }
+        });
     }
 }
 

@@ -5,14 +5,15 @@
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Empty, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use metrics::{Counter, Histogram};
 
 use crate::codes::Keys;
 use crate::config::{AuthPolicy, Config, Route};
@@ -50,7 +51,6 @@ pub struct Gateway {
     pub names: Names,
     pub sessions: Sessions,
     pub hasher: Hasher,
-    pub upstream: Upstream,
     /// The outbound mail queue (codes, links, notices).
     pub mailer: Mailer,
     /// Rate limits of the auth flows, per client IP and per email.
@@ -75,7 +75,6 @@ impl Gateway {
                 config.auth.bcrypt_concurrency,
                 config.auth.bcrypt_queue,
             ),
-            upstream: Upstream::new(&config.upstream),
             routes,
             sessions,
             config,
@@ -108,7 +107,7 @@ impl Gateway {
             AuthPolicy::Public => None,
             AuthPolicy::Optional | AuthPolicy::Required => self.authenticate(headers).await?,
         };
-        ctx.user_id = identity.as_ref().map(|i| i.user_id.clone());
+        ctx.user_id = identity.as_ref().map(|i| i.user_id.to_string());
         Ok(identity)
     }
 
@@ -190,6 +189,66 @@ pub fn has_session_cookie(headers: &HeaderMap, cookie_name: &str) -> bool {
     headers::cookie(headers, cookie_name).is_some()
 }
 
+/// What one worker thread keeps to itself: the shared gateway, and its own pool of upstream
+/// connections, so a request, its client connection and the upstream connection it uses all
+/// live on one thread (no cross-thread wake-ups on the request path).
+pub struct Worker {
+    pub gw: Arc<Gateway>,
+    pub upstream: Upstream,
+    metrics: RequestMetrics,
+}
+
+impl Worker {
+    pub fn new(gw: Arc<Gateway>) -> Self {
+        let upstream = Upstream::new(&gw.config.upstream);
+        Worker {
+            gw,
+            upstream,
+            metrics: RequestMetrics::default(),
+        }
+    }
+}
+
+/// The request counter and latency histogram of each (route, status), registered once per
+/// worker and reused, so the metrics registry (label allocation, hashing, its locks shared
+/// by all threads) is not on the request path. Bounded: routes come from the configuration
+/// and statuses are three digits.
+#[derive(Default)]
+struct RequestMetrics(Mutex<Vec<RouteStatus>>);
+
+/// The metric handles of one (route, status).
+struct RouteStatus {
+    route: String,
+    status: u16,
+    count: Counter,
+    latency: Histogram,
+}
+
+impl RequestMetrics {
+    fn record(&self, route: &str, status: u16, elapsed: Duration) {
+        let mut seen = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        // A few dozen entries at most: a scan is cheaper than hashing the route.
+        let index = match seen
+            .iter()
+            .position(|m| m.status == status && m.route == route)
+        {
+            Some(i) => i,
+            None => {
+                let labels = [("route", route.to_string()), ("status", status.to_string())];
+                seen.push(RouteStatus {
+                    route: route.to_string(),
+                    status,
+                    count: metrics::counter!("gateway_requests_total", &labels),
+                    latency: metrics::histogram!("gateway_request_duration_seconds", &labels),
+                });
+                seen.len() - 1
+            }
+        };
+        seen[index].count.increment(1);
+        seen[index].latency.record(elapsed.as_secs_f64());
+    }
+}
+
 /// The connection a request came in on.
 #[derive(Debug, Clone, Copy)]
 pub struct Conn {
@@ -208,10 +267,11 @@ pub struct Ctx {
 
 /// Serves one request: never fails, every error becomes its JSON response here.
 pub async fn handle(
-    gw: Arc<Gateway>,
+    worker: Arc<Worker>,
     conn: Conn,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
+    let gw = &*worker.gw;
     let started = Instant::now();
     let method = req.method().clone();
     let mut ctx = Ctx {
@@ -220,7 +280,7 @@ pub async fn handle(
         user_id: None,
         client_ip: gw.client_ip(conn.peer.ip(), req.headers()),
     };
-    let response = match handle_inner(&gw, conn, req, &mut ctx).await {
+    let response = match handle_inner(&worker, conn, req, &mut ctx).await {
         Ok(resp) => resp,
         Err(e) => {
             if let Some(cause) = e.internal_cause() {
@@ -235,11 +295,7 @@ pub async fn handle(
     }
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
-    let status_label = status.to_string();
-    metrics::counter!("gateway_requests_total", "route" => ctx.route.clone(), "status" => status_label.clone())
-        .increment(1);
-    metrics::histogram!("gateway_request_duration_seconds", "route" => ctx.route.clone(), "status" => status_label)
-        .record(elapsed.as_secs_f64());
+    worker.metrics.record(&ctx.route, status, elapsed);
     tracing::info!(
         target: "access",
         request_id = %ctx.request_id,
@@ -254,11 +310,12 @@ pub async fn handle(
 }
 
 async fn handle_inner(
-    gw: &Gateway,
+    worker: &Worker,
     conn: Conn,
     req: Request<Incoming>,
     ctx: &mut Ctx,
 ) -> Result<Response<Body>, HttpError> {
+    let gw = &*worker.gw;
     // 1. Early checks.
     let normalized =
         path::normalize(req.uri().path()).map_err(|e| HttpError::BadRequest(e.to_string()))?;
@@ -267,7 +324,9 @@ async fn handle_inner(
     // 5a. Dispatch: the gateway's own endpoints.
     if path::has_prefix(&normalized, "/auth") {
         ctx.route = "/auth".into();
-        return endpoints::handle(gw, conn, req, &normalized, ctx).await;
+        // Boxed: the endpoints' state machines are several KiB, and a future's size is paid
+        // by every request (moved into the connection) and every idle connection (the slot).
+        return Box::pin(endpoints::handle(gw, conn, req, &normalized, ctx)).await;
     }
 
     // 2. Route.
@@ -292,7 +351,16 @@ async fn handle_inner(
     }
 
     // 6-8. Upstream request, forward, response.
-    forward(gw, conn, req, route, &normalized, identity.as_deref(), ctx).await
+    forward(
+        worker,
+        conn,
+        req,
+        route,
+        &normalized,
+        identity.as_deref(),
+        ctx,
+    )
+    .await
 }
 
 /// Refuses a declared body over the limit before reading any of it.
@@ -384,7 +452,7 @@ fn upstream_uri(route: &Route, normalized: &str, query: Option<&str>) -> Result<
 }
 
 async fn forward(
-    gw: &Gateway,
+    worker: &Worker,
     conn: Conn,
     mut req: Request<Incoming>,
     route: &Route,
@@ -392,6 +460,7 @@ async fn forward(
     identity: Option<&Identity>,
     ctx: &Ctx,
 ) -> Result<Response<Body>, HttpError> {
+    let gw = &*worker.gw;
     let websocket = is_websocket_upgrade(&req);
     let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
     let uri = upstream_uri(route, normalized, req.uri().query())?;
@@ -452,7 +521,7 @@ async fn forward(
     let upstream_req = Request::from_parts(parts, limited.boxed());
 
     // 7. Forward.
-    let mut resp = gw.upstream.forward(upstream_req).await.map_err(|e| {
+    let mut resp = worker.upstream.forward(upstream_req).await.map_err(|e| {
         metrics::counter!("gateway_upstream_errors_total", "kind" => match e {
             UpstreamError::Timeout => "timeout",
             UpstreamError::Unreachable(_) => "unreachable",

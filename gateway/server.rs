@@ -13,14 +13,16 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_rustls::TlsAcceptor;
 
 use crate::cli::Failure;
 use crate::config::{self, Config, LogFormat};
-use crate::proxy::{self, Conn, Gateway};
+use crate::proxy::{self, Conn, Gateway, Worker};
 use crate::sessions::{self, Sessions};
 use crate::{admin, codes, db, failures, mail, migrate};
 
@@ -90,16 +92,28 @@ impl Server {
 
     /// Serves until `shutdown` completes, then stops accepting and lets in-flight requests
     /// finish for up to `server.shutdown_grace`.
+    ///
+    /// This task accepts; `server.workers` threads serve. Each worker runs a single-threaded
+    /// runtime and keeps every connection handed to it for the connection's whole life, with
+    /// its own upstream pool, so the request path never wakes another thread (the model of
+    /// nginx's worker processes). Connections go to the worker with the fewest open ones.
+    /// The control tasks (revocation poll, upkeep, admin) run on the caller's runtime.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let gw = self.gateway;
         let poller = tokio::spawn(sessions::poll(gw.sessions.clone()));
         let upkeep = tokio::spawn(maintain(gw.clone()));
         let admin = tokio::spawn(admin::serve(self.admin, gw.clone()));
-        let graceful = GracefulShutdown::new();
-        let builder = connection_builder(&gw.config.server);
+        let workers: Vec<WorkerHandle> = (0..gw.config.server.workers)
+            .map(|i| WorkerHandle::start(i, gw.clone(), self.tls.clone()))
+            .collect();
         let limit = Arc::new(Semaphore::new(gw.config.server.max_connections));
         let listen = self.public.local_addr().ok();
-        tracing::info!(?listen, tls = self.tls.is_some(), "gateway listening");
+        tracing::info!(
+            ?listen,
+            tls = self.tls.is_some(),
+            workers = workers.len(),
+            "gateway listening"
+        );
         tokio::pin!(shutdown);
         loop {
             let permit = tokio::select! {
@@ -121,52 +135,188 @@ impl Server {
                 },
             };
             let _ = stream.set_nodelay(true);
-            let conn = Conn {
-                peer,
-                https: self.tls.is_some(),
+            let Some(worker) = workers.iter().min_by_key(|w| w.open()) else {
+                break;
             };
-            let watcher = graceful.watcher();
-            let (gw, builder, tls) = (gw.clone(), builder.clone(), self.tls.clone());
-            tokio::spawn(async move {
-                let _permit = permit;
-                metrics::gauge!("gateway_connections").increment(1.0);
-                match tls {
-                    Some(acceptor) => {
-                        let handshake = tokio::time::timeout(
-                            gw.config.server.tls_handshake_timeout,
-                            acceptor.accept(stream),
-                        );
-                        match handshake.await {
-                            Ok(Ok(tls_stream)) => {
-                                serve_connection(tls_stream, conn, gw, &builder, watcher).await
-                            }
-                            Ok(Err(e)) => {
-                                tracing::debug!(error = %e, %peer, "TLS handshake failed")
-                            }
-                            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                        }
-                    }
-                    None => serve_connection(stream, conn, gw, &builder, watcher).await,
-                }
-                metrics::gauge!("gateway_connections").decrement(1.0);
-            });
+            worker.hand_over(stream, peer, permit);
         }
         drop(self.public);
         let grace = gw.config.server.shutdown_grace;
-        tracing::info!(
-            in_flight = graceful.count(),
-            ?grace,
-            "shutting down: draining connections"
-        );
-        if tokio::time::timeout(grace, graceful.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!("grace period over; closing the remaining connections");
+        let open: usize = workers.iter().map(WorkerHandle::open).sum();
+        tracing::info!(open, ?grace, "shutting down: draining connections");
+        for worker in workers {
+            worker.finish().await;
         }
         poller.abort();
         upkeep.abort();
         admin.abort();
+    }
+}
+
+/// A connection accepted and handed to a worker.
+struct Accepted {
+    stream: std::net::TcpStream,
+    peer: SocketAddr,
+    permit: OwnedSemaphorePermit,
+}
+
+/// The accepting task's side of one worker thread.
+struct WorkerHandle {
+    queue: mpsc::UnboundedSender<Accepted>,
+    /// Connections handed over and not yet closed.
+    open: Arc<AtomicUsize>,
+    done: oneshot::Receiver<()>,
+}
+
+impl WorkerHandle {
+    /// Starts worker thread `index`: a single-threaded runtime serving the connections it
+    /// is handed until the queue closes, then draining them for up to `shutdown_grace`.
+    fn start(index: usize, gw: Arc<Gateway>, tls: Option<TlsAcceptor>) -> WorkerHandle {
+        let (queue, mut incoming) = mpsc::unbounded_channel::<Accepted>();
+        let (done_tx, done) = oneshot::channel();
+        let open = Arc::new(AtomicUsize::new(0));
+        let open_here = open.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("gateway-worker-{index}"))
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("cannot start a worker runtime");
+                runtime.block_on(async move {
+                    let grace = gw.config.server.shutdown_grace;
+                    let builder = connection_builder(&gw.config.server);
+                    let worker = Arc::new(Worker::new(gw));
+                    let graceful = GracefulShutdown::new();
+                    while let Some(accepted) = incoming.recv().await {
+                        let stream = match accepted
+                            .stream
+                            .set_nonblocking(true)
+                            .and_then(|()| TcpStream::from_std(accepted.stream))
+                        {
+                            Ok(s) => s,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cannot register a connection");
+                                open_here.fetch_sub(1, Ordering::Relaxed);
+                                continue;
+                            }
+                        };
+                        let conn = Conn {
+                            peer: accepted.peer,
+                            https: tls.is_some(),
+                        };
+                        let open = Open::new(open_here.clone(), accepted.permit);
+                        let (worker, builder) = (worker.clone(), builder.clone());
+                        let watcher = graceful.watcher();
+                        // One task type per listener kind, so a plain connection's task is not
+                        // sized for TLS state it never has.
+                        match &tls {
+                            Some(acceptor) => tokio::spawn(tls_connection(
+                                stream,
+                                acceptor.clone(),
+                                conn,
+                                worker,
+                                builder,
+                                watcher,
+                                open,
+                            )),
+                            None => tokio::spawn(async move {
+                                let _open = open;
+                                serve_connection(stream, conn, worker, &builder, watcher).await;
+                            }),
+                        };
+                    }
+                    if tokio::time::timeout(grace, graceful.shutdown())
+                        .await
+                        .is_err()
+                    {
+                        tracing::warn!(
+                            worker = index,
+                            "grace period over; closing the remaining connections"
+                        );
+                    }
+                });
+                let _ = done_tx.send(());
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start worker thread {index}");
+        }
+        WorkerHandle { queue, open, done }
+    }
+
+    fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    fn hand_over(&self, stream: TcpStream, peer: SocketAddr, permit: OwnedSemaphorePermit) {
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, %peer, "cannot hand a connection over");
+                return;
+            }
+        };
+        self.open.fetch_add(1, Ordering::Relaxed);
+        if self
+            .queue
+            .send(Accepted {
+                stream,
+                peer,
+                permit,
+            })
+            .is_err()
+        {
+            self.open.fetch_sub(1, Ordering::Relaxed);
+            tracing::error!(%peer, "a worker thread is gone; connection dropped");
+        }
+    }
+
+    /// Closes the queue (the worker starts draining) and waits for the worker to end.
+    async fn finish(self) {
+        drop(self.queue);
+        let _ = self.done.await;
+    }
+}
+
+/// Held by a connection's task while it lives: its slot under `max_connections` and its
+/// count in the worker's open connections.
+struct Open {
+    count: Arc<AtomicUsize>,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Open {
+    fn new(count: Arc<AtomicUsize>, slot: OwnedSemaphorePermit) -> Open {
+        metrics::gauge!("gateway_connections").increment(1.0);
+        Open { count, _slot: slot }
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::Relaxed);
+        metrics::gauge!("gateway_connections").decrement(1.0);
+    }
+}
+
+/// One TLS client connection on its worker: the handshake (bounded by
+/// `tls_handshake_timeout`, its state boxed and freed once done), then HTTP.
+async fn tls_connection(
+    stream: TcpStream,
+    acceptor: TlsAcceptor,
+    conn: Conn,
+    worker: Arc<Worker>,
+    builder: auto::Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+    open: Open,
+) {
+    let _open = open;
+    let peer = conn.peer;
+    let timeout = worker.gw.config.server.tls_handshake_timeout;
+    match Box::pin(tokio::time::timeout(timeout, acceptor.accept(stream))).await {
+        Ok(Ok(tls_stream)) => serve_connection(tls_stream, conn, worker, &builder, watcher).await,
+        Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
     }
 }
 
@@ -199,13 +349,15 @@ async fn maintain(gw: Arc<Gateway>) {
 async fn serve_connection<IO>(
     io: IO,
     conn: Conn,
-    gw: Arc<Gateway>,
+    worker: Arc<Worker>,
     builder: &auto::Builder<TokioExecutor>,
     watcher: hyper_util::server::graceful::Watcher,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = service_fn(move |req| proxy::handle(gw.clone(), conn, req));
+    // The request future is boxed: an idle connection then keeps a pointer, not the few KiB
+    // of a request's state machine, and each request moves it once into its allocation.
+    let service = service_fn(move |req| Box::pin(proxy::handle(worker.clone(), conn, req)));
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     if let Err(e) = watcher.watch(connection.into_owned()).await {
         tracing::debug!(error = %e, peer = %conn.peer, "connection ended with an error");

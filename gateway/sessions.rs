@@ -90,14 +90,16 @@ pub fn hash_token(token: &str) -> Option<TokenHash> {
 }
 
 /// The identity of a validated session, as the proxy forwards it.
+///
+/// Kept compact: one of these lives in the cache for every active session (a million
+/// sessions means a million of them), so strings are boxed slices and the role set is shared
+/// between every identity with the same roles.
 #[derive(Debug)]
 pub struct Identity {
     pub session_id: Uuid,
-    pub user_id: String,
-    pub email: String,
-    pub roles: Vec<String>,
-    /// `roles` joined with commas, ready for the header.
-    pub roles_header: String,
+    pub user_id: Box<str>,
+    pub email: Box<str>,
+    pub roles: Arc<RoleSet>,
     pub expires_at: SystemTime,
     pub created_at: SystemTime,
     /// Seconds since the epoch of the last activity this instance knows of.
@@ -108,8 +110,45 @@ pub struct Identity {
 
 impl Identity {
     pub fn has_any_role(&self, wanted: &[String]) -> bool {
-        wanted.is_empty() || wanted.iter().any(|w| self.roles.iter().any(|r| r == w))
+        wanted.is_empty()
+            || wanted
+                .iter()
+                .any(|w| self.roles.names.iter().any(|r| r == w))
     }
+}
+
+/// A user's roles, sorted, and the header value that lists them.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RoleSet {
+    pub names: Vec<String>,
+    /// `names` joined with commas, ready for the header.
+    pub header: String,
+}
+
+/// The shared [`RoleSet`] for these (sorted) roles. Role sets are few (an administrator
+/// assigns them), so identities share one allocation per distinct set instead of each
+/// holding its own copy; sets nobody holds any more are dropped from the table as it grows.
+fn role_set(names: Vec<String>) -> Arc<RoleSet> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock, Weak};
+    static SETS: OnceLock<Mutex<HashMap<String, Weak<RoleSet>>>> = OnceLock::new();
+    let header = names.join(",");
+    let mut sets = SETS
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(set) = sets.get(&header).and_then(Weak::upgrade) {
+        return set;
+    }
+    if sets.len() >= 1024 {
+        sets.retain(|_, set| set.strong_count() > 0);
+    }
+    let set = Arc::new(RoleSet {
+        names,
+        header: header.clone(),
+    });
+    sets.insert(header, Arc::downgrade(&set));
+    set
 }
 
 #[derive(Debug, Clone)]
@@ -170,6 +209,9 @@ pub struct Sessions {
     touch: touch::Queue,
     settings: Arc<config::Sessions>,
     stats: Arc<Stats>,
+    /// `gateway_session_cache_total` by result, registered once.
+    hit_counter: metrics::Counter,
+    miss_counter: metrics::Counter,
 }
 
 impl Sessions {
@@ -188,6 +230,8 @@ impl Sessions {
             cache,
             settings: Arc::new(settings.clone()),
             stats: Arc::new(Stats::default()),
+            hit_counter: metrics::counter!("gateway_session_cache_total", "result" => "hit"),
+            miss_counter: metrics::counter!("gateway_session_cache_total", "result" => "miss"),
         }
     }
 
@@ -225,27 +269,20 @@ impl Sessions {
                 .increment(1);
             return Ok(None);
         };
-        let mut missed = false;
-        let lookup = self
-            .cache
-            .try_get_with(hash, async {
-                missed = true;
-                self.stats.queries.fetch_add(1, Ordering::Relaxed);
-                load(&self.pool, &hash).await
-            })
-            .await
-            .map_err(|e| {
-                metrics::counter!("gateway_session_lookups_total", "result" => "error")
-                    .increment(1);
-                SessionError::Unavailable(e.to_string())
-            })?;
-        let counter = if missed {
-            &self.stats.misses
+        // A hit is a plain lookup; the loading path (moka's coalescing and the query) is a
+        // large state machine, boxed so that its size is paid only on a miss, not by every
+        // request and every idle connection.
+        let (lookup, missed) = match self.cache.get(&hash).await {
+            Some(lookup) => (lookup, false),
+            None => (Box::pin(self.load_coalesced(hash)).await?, true),
+        };
+        let (counter, metric) = if missed {
+            (&self.stats.misses, &self.miss_counter)
         } else {
-            &self.stats.hits
+            (&self.stats.hits, &self.hit_counter)
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("gateway_session_cache_total", "result" => if missed { "miss" } else { "hit" }).increment(1);
+        metric.increment(1);
         let Lookup::Found(identity) = lookup else {
             return Ok(None);
         };
@@ -256,6 +293,22 @@ impl Sessions {
         }
         self.touch_if_due(&identity, now);
         Ok(Some(identity))
+    }
+
+    /// A cache miss: one query per token however many requests wait for it (moka coalesces
+    /// them); errors are returned to every waiter and never cached.
+    async fn load_coalesced(&self, hash: TokenHash) -> Result<Lookup, SessionError> {
+        self.cache
+            .try_get_with(hash, async {
+                self.stats.queries.fetch_add(1, Ordering::Relaxed);
+                load(&self.pool, &hash).await
+            })
+            .await
+            .map_err(|e| {
+                metrics::counter!("gateway_session_lookups_total", "result" => "error")
+                    .increment(1);
+                SessionError::Unavailable(e.to_string())
+            })
     }
 
     fn is_live(&self, identity: &Identity, now: SystemTime) -> bool {
@@ -444,12 +497,12 @@ async fn load(pool: &Pool, hash: &TokenHash) -> Result<Lookup, DbError> {
     }
     let last_seen: SystemTime = row.get(5);
     let roles: Vec<String> = row.get(7);
+    let (user_id, email): (String, String) = (row.get(1), row.get(2));
     Ok(Lookup::Found(Arc::new(Identity {
         session_id: row.get(0),
-        user_id: row.get(1),
-        email: row.get(2),
-        roles_header: roles.join(","),
-        roles,
+        user_id: user_id.into_boxed_str(),
+        email: email.into_boxed_str(),
+        roles: role_set(roles),
         expires_at,
         created_at: row.get(8),
         last_seen: AtomicU64::new(
@@ -548,5 +601,21 @@ mod tests {
     fn truncation_keeps_utf8_and_drops_controls() {
         assert_eq!(truncate("héllo\r\nx", 3), "hé");
         assert_eq!(truncate("ab\ncd", 10), "abcd");
+    }
+
+    #[test]
+    fn identities_with_the_same_roles_share_one_role_set_and_keep_their_own() {
+        let admin = role_set(vec!["admin".into(), "ops".into()]);
+        let again = role_set(vec!["admin".into(), "ops".into()]);
+        let other = role_set(vec!["admin".into()]);
+        assert!(Arc::ptr_eq(&admin, &again));
+        assert!(!Arc::ptr_eq(&admin, &other));
+        assert_eq!(admin.header, "admin,ops");
+        assert_eq!(other.names, vec!["admin".to_string()]);
+        assert_eq!(role_set(Vec::new()).header, "");
+        // A set nobody holds any more is rebuilt, never resurrected with stale contents.
+        drop((admin, again));
+        let rebuilt = role_set(vec!["admin".into(), "ops".into()]);
+        assert_eq!(rebuilt.names, vec!["admin".to_string(), "ops".to_string()]);
     }
 }

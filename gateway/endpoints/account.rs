@@ -69,7 +69,7 @@ pub async fn do_password_change(
     check_new_password(&input.new_password, &identity.email).await?;
     gw.limits.check_email(Action::Login, &identity.email)?;
     let (user, _) = super::verify_password(gw, &identity.email, &input.current_password).await?;
-    if user.id != identity.user_id {
+    if *user.id != *identity.user_id {
         return Err(HttpError::InvalidCredentials);
     }
     let hash = gw.hasher.hash(&input.new_password).await?;
