@@ -30,6 +30,7 @@ use uuid::Uuid;
 
 use crate::config;
 use crate::db::{self, DbError};
+use crate::health::Health;
 
 pub use revocation::poll;
 
@@ -170,6 +171,7 @@ pub struct Sessions {
     touch: touch::Queue,
     settings: Arc<config::Sessions>,
     stats: Arc<Stats>,
+    health: Arc<Health>,
 }
 
 impl Sessions {
@@ -188,6 +190,7 @@ impl Sessions {
             cache,
             settings: Arc::new(settings.clone()),
             stats: Arc::new(Stats::default()),
+            health: Arc::new(Health::new()),
         }
     }
 
@@ -204,6 +207,11 @@ impl Sessions {
         &self.settings
     }
 
+    /// What this instance knows of the database's health (fed by lookups and the poller).
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
     /// Entries in the cache, for the metrics (runs the cache's pending maintenance first).
     pub async fn cached_entries(&self) -> u64 {
         self.cache.run_pending_tasks().await;
@@ -214,7 +222,8 @@ impl Sessions {
     /// revoked, expired (absolute or idle), or the user is disabled or deleted.
     ///
     /// # Errors
-    /// [`SessionError::Unavailable`] when the cache misses and the database cannot answer.
+    /// [`SessionError::Unavailable`] when the cache misses and the database cannot answer, and
+    /// on a hit while the database is down if `serve_cached_when_db_down` is false.
     ///
     /// # Security
     /// A positive answer was read from the database at most `cache_ttl` ago (or less, when
@@ -231,7 +240,9 @@ impl Sessions {
             .try_get_with(hash, async {
                 missed = true;
                 self.stats.queries.fetch_add(1, Ordering::Relaxed);
-                load(&self.pool, &hash).await
+                let loaded = load(&self.pool, &hash).await;
+                self.health.report(loaded.is_ok());
+                loaded
             })
             .await
             .map_err(|e| {
@@ -249,6 +260,11 @@ impl Sessions {
         let Lookup::Found(identity) = lookup else {
             return Ok(None);
         };
+        if !missed && !self.settings.serve_cached_when_db_down && self.health.is_down() {
+            return Err(SessionError::Unavailable(
+                "the database is down and sessions.serve_cached_when_db_down is false".into(),
+            ));
+        }
         let now = SystemTime::now();
         if !self.is_live(&identity, now) {
             self.cache.insert(hash, Lookup::Missing).await;
