@@ -1,6 +1,6 @@
 //! The admin listener (plain HTTP, loopback by default): `/healthz` (the process runs),
-//! `/readyz` (the database answers and its schema is the expected one) and `/metrics`
-//! (Prometheus text format).
+//! `/readyz` (the database answers, within `database.pool_wait_timeout`, and its schema is the
+//! expected one) and `/metrics` (Prometheus text format).
 
 use std::convert::Infallible;
 use std::sync::{Arc, OnceLock};
@@ -12,7 +12,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 
-use crate::migrate;
+use crate::health;
 use crate::proxy::{Body, Gateway, full};
 
 static METRICS: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -65,13 +65,24 @@ fn text(status: StatusCode, body: String, content_type: &'static str) -> Respons
 async fn respond(gw: Arc<Gateway>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     Ok(match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n".into(), "text/plain"),
-        "/readyz" => match migrate::ensure_current(gw.sessions.pool()).await {
+        "/readyz" => match health::probe(
+            gw.sessions.pool(),
+            gw.sessions.health(),
+            gw.config.database.pool_wait_timeout,
+        )
+        .await
+        {
             Ok(()) => text(StatusCode::OK, "ready\n".into(), "text/plain"),
-            Err(e) => text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("not ready: {e}\n"),
-                "text/plain",
-            ),
+            Err(e) => {
+                let mut resp = text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("not ready: {e}\n"),
+                    "text/plain",
+                );
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                resp
+            }
         },
         "/metrics" => {
             record_gauges(&gw).await;

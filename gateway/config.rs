@@ -47,6 +47,7 @@ pub const DEFAULT_CACHE_CAPACITY: u64 = 2_000_000;
 pub const DEFAULT_NEGATIVE_TTL: &str = "5s";
 pub const DEFAULT_REVOCATION_POLL: &str = "1s";
 pub const DEFAULT_REVOCATION_OVERLAP: &str = "5s";
+pub const DEFAULT_SERVE_CACHED_WHEN_DB_DOWN: bool = true;
 
 pub const DEFAULT_BCRYPT_COST: u32 = 12;
 pub const DEFAULT_BCRYPT_QUEUE: u64 = 256;
@@ -209,6 +210,7 @@ pub struct RawSessions {
     pub negative_ttl: String,
     pub revocation_poll: String,
     pub revocation_overlap: String,
+    pub serve_cached_when_db_down: bool,
 }
 
 impl Default for RawSessions {
@@ -224,6 +226,7 @@ impl Default for RawSessions {
             negative_ttl: DEFAULT_NEGATIVE_TTL.into(),
             revocation_poll: DEFAULT_REVOCATION_POLL.into(),
             revocation_overlap: DEFAULT_REVOCATION_OVERLAP.into(),
+            serve_cached_when_db_down: DEFAULT_SERVE_CACHED_WHEN_DB_DOWN,
         }
     }
 }
@@ -522,6 +525,9 @@ pub struct Sessions {
     pub negative_ttl: Duration,
     pub revocation_poll: Duration,
     pub revocation_overlap: Duration,
+    /// Whether cached sessions are still served while the database is down (they die at
+    /// `cache_ttl` all the same); when false, cache hits answer 503 then.
+    pub serve_cached_when_db_down: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -1189,6 +1195,7 @@ impl Validator {
                 .positive_duration("sessions.revocation_poll", &raw.revocation_poll),
             revocation_overlap: self
                 .duration("sessions.revocation_overlap", &raw.revocation_overlap),
+            serve_cached_when_db_down: raw.serve_cached_when_db_down,
         };
         let name_ok = !s.cookie_name.is_empty()
             && s.cookie_name

@@ -1,7 +1,11 @@
 //! Database access: the connection pool built from `[database]`, and [`transaction`], the one
 //! way to run a read-write transaction. Transactions run SERIALIZABLE on PostgreSQL as on
 //! CockroachDB and are retried on SQLSTATE 40001 with jittered exponential backoff, which is
-//! CockroachDB's client-side retry protocol.
+//! CockroachDB's client-side retry protocol, and once more when the connection broke before
+//! COMMIT was sent. Every wait is bounded: for a pooled connection (`pool_wait_timeout`), for
+//! a new one (`connect_timeout`), and for each reply ([`reply_timeout`]).
+
+mod watchdog;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -10,7 +14,9 @@ use std::time::Duration;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Error as PgError, NoTls, Row};
+use tokio_postgres::{Error as PgError, Row};
+
+pub use watchdog::REPLY_GRACE;
 
 pub use deadpool_postgres::Object as Client;
 
@@ -18,6 +24,9 @@ use crate::config;
 
 /// Attempts of one transaction before a serialization failure is given up on.
 pub const MAX_TX_ATTEMPTS: u32 = 12;
+/// Extra attempts of one transaction after its connection broke before COMMIT was sent (the
+/// database rolled that attempt back, so running the body again cannot write twice).
+pub const MAX_RECONNECTS: u32 = 1;
 const BACKOFF_BASE: Duration = Duration::from_millis(4);
 const BACKOFF_CAP: Duration = Duration::from_millis(400);
 /// PostgreSQL defaults to READ COMMITTED; CockroachDB runs SERIALIZABLE. Asking for it on both
@@ -34,6 +43,11 @@ pub enum DbError {
     /// The statement failed; `code()` tells unique violations and the like apart.
     #[error("database error: {0}")]
     Query(#[from] tokio_postgres::Error),
+    /// The connection broke after COMMIT was sent: the transaction may or may not have
+    /// committed. It is not retried (a non-idempotent body could write twice). Callers answer
+    /// 503; the client's retry finds out what happened.
+    #[error("database connection lost during COMMIT; the outcome is unknown: {0}")]
+    OutcomeUnknown(String),
 }
 
 impl DbError {
@@ -41,7 +55,7 @@ impl DbError {
     pub fn code(&self) -> Option<&SqlState> {
         match self {
             DbError::Query(e) => e.code(),
-            DbError::Unavailable(_) => None,
+            DbError::Unavailable(_) | DbError::OutcomeUnknown(_) => None,
         }
     }
 
@@ -65,8 +79,16 @@ pub fn is_serialization_failure(e: &tokio_postgres::Error) -> bool {
     e.code() == Some(&SqlState::T_R_SERIALIZATION_FAILURE)
 }
 
+/// How long a pooled connection waits for a reply the database owes before it fails:
+/// `statement_timeout` (after which a live server cancels the statement and says so) plus
+/// [`REPLY_GRACE`].
+pub fn reply_timeout(cfg: &config::Database) -> Duration {
+    cfg.statement_timeout + REPLY_GRACE
+}
+
 /// Builds the pool described by `[database]`. Connections are opened lazily, so this does not
-/// fail when the database is down.
+/// fail when the database is down. Each one fails once the server stays silent for
+/// [`reply_timeout`] while it owes a reply (a hung database), and is then discarded.
 ///
 /// # Errors
 /// The URL does not parse (already checked by config validation).
@@ -85,9 +107,9 @@ pub fn connect(cfg: &config::Database) -> Result<Pool, DbError> {
         None => format!("-c statement_timeout={statement_ms}"),
     };
     pg.options(&options);
-    let manager = Manager::from_config(
+    let manager = Manager::from_connect(
         pg,
-        NoTls,
+        watchdog::Connector::new(reply_timeout(cfg)),
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
@@ -204,7 +226,9 @@ impl Drop for Guard {
 }
 
 /// Runs `body` in a SERIALIZABLE transaction and commits it, retrying the whole body when the
-/// database reports a serialization failure (SQLSTATE 40001) at any statement or at commit.
+/// database reports a serialization failure (SQLSTATE 40001) at any statement or at commit,
+/// and once ([`MAX_RECONNECTS`]) on another connection when the connection broke before COMMIT
+/// was sent.
 ///
 /// `body` may run more than once, so its writes must be idempotent for a retry (they are rolled
 /// back before it runs again) and it must not have effects outside the transaction. Domain
@@ -213,47 +237,87 @@ impl Drop for Guard {
 ///
 /// # Errors
 /// The first non-retryable error, or the last serialization failure after
-/// [`MAX_TX_ATTEMPTS`] attempts.
+/// [`MAX_TX_ATTEMPTS`] attempts; [`DbError::Unavailable`] when no connection can be had or it
+/// broke again; [`DbError::OutcomeUnknown`] when it broke during COMMIT.
 pub async fn transaction<T, F, Fut>(pool: &Pool, mut body: F) -> Result<T, DbError>
 where
     F: FnMut(Tx) -> Fut,
     Fut: Future<Output = Result<T, PgError>>,
 {
-    let mut attempt = 0;
+    let (mut attempt, mut reconnects) = (0, 0);
     loop {
         attempt += 1;
         let client = Arc::new(client(pool).await?);
         let mut guard = Guard {
             client: Some(client.clone()),
         };
-        let outcome = async {
-            client.batch_execute(BEGIN).await?;
-            match body(Tx {
-                client: client.clone(),
-            })
-            .await
-            {
-                Ok(value) => client.batch_execute("COMMIT").await.map(|()| value),
-                Err(e) => {
-                    client.batch_execute("ROLLBACK").await?;
-                    Err(e)
-                }
-            }
-        }
-        .await;
-        if outcome.is_ok() || !client.is_closed() {
+        let (outcome, clean) = run_once(&client, &mut body).await;
+        if clean {
             guard.release();
         }
+        let broken = client.is_closed();
         drop(client);
         drop(guard);
-        match outcome {
+        let (e, stage) = match outcome {
             Ok(value) => return Ok(value),
-            Err(e) if is_serialization_failure(&e) && attempt < MAX_TX_ATTEMPTS => {
-                metrics::counter!("gateway_db_tx_retries_total").increment(1);
-                tracing::debug!(attempt, "serialization failure, retrying transaction");
-                tokio::time::sleep(backoff(attempt)).await;
-            }
-            Err(e) => return Err(e.into()),
+            Err(failure) => failure,
+        };
+        if is_serialization_failure(&e) && attempt < MAX_TX_ATTEMPTS {
+            metrics::counter!("gateway_db_tx_retries_total", "cause" => "serialization")
+                .increment(1);
+            tracing::debug!(attempt, "serialization failure, retrying transaction");
+            tokio::time::sleep(backoff(attempt)).await;
+            continue;
+        }
+        if !broken || e.code().is_some() {
+            return Err(e.into());
+        }
+        if stage == Stage::Commit {
+            metrics::counter!("gateway_db_commit_outcome_unknown_total").increment(1);
+            return Err(DbError::OutcomeUnknown(e.to_string()));
+        }
+        if reconnects == MAX_RECONNECTS {
+            return Err(DbError::Unavailable(format!("connection lost: {e}")));
+        }
+        reconnects += 1;
+        metrics::counter!("gateway_db_tx_retries_total", "cause" => "connection_lost").increment(1);
+        tracing::debug!(attempt, error = %e, "connection lost before COMMIT, retrying transaction");
+    }
+}
+
+/// Where an attempt failed: only a failure at COMMIT leaves the outcome in doubt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Begin,
+    Body,
+    Commit,
+}
+
+/// One attempt: BEGIN, the body, COMMIT (or ROLLBACK after a failed body). Also tells whether
+/// the connection ended outside any transaction, so it may go back to the pool.
+async fn run_once<T, F, Fut>(
+    client: &Arc<Client>,
+    body: &mut F,
+) -> (Result<T, (PgError, Stage)>, bool)
+where
+    F: FnMut(Tx) -> Fut,
+    Fut: Future<Output = Result<T, PgError>>,
+{
+    if let Err(e) = client.batch_execute(BEGIN).await {
+        return (Err((e, Stage::Begin)), false);
+    }
+    let tx = Tx {
+        client: client.clone(),
+    };
+    match body(tx).await {
+        Ok(value) => match client.batch_execute("COMMIT").await {
+            Ok(()) => (Ok(value), true),
+            // A failed COMMIT ends the transaction; the connection is clean if it is alive.
+            Err(e) => (Err((e, Stage::Commit)), !client.is_closed()),
+        },
+        Err(e) => {
+            let rolled_back = client.batch_execute("ROLLBACK").await.is_ok();
+            (Err((e, Stage::Body)), rolled_back)
         }
     }
 }

@@ -12,7 +12,8 @@
 //! - [`codes`]: one-time codes and magic links; [`failures`]: failed-attempt budgets;
 //!   [`ratelimit`]: per-IP and per-email limits of the auth flows; [`mail`]: the outbound queue.
 //! - [`pages`]: the browser pages and their form posts; [`redirect`]: `return_to` checks.
-//! - [`db`]: the pool and the retrying transaction; [`migrate`]: the embedded migrations.
+//! - [`db`]: the pool and the retrying transaction; [`migrate`]: the embedded migrations;
+//!   [`health`]: whether the database answers (`/readyz`, `serve_cached_when_db_down`).
 //!
 //! # Request flow
 //! ```text
@@ -39,6 +40,7 @@ pub mod endpoints;
 pub mod error;
 pub mod failures;
 pub mod headers;
+pub mod health;
 pub mod mail;
 pub mod migrate;
 pub mod pages;

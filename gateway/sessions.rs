@@ -30,6 +30,7 @@ use uuid::Uuid;
 
 use crate::config;
 use crate::db::{self, DbError};
+use crate::health::Health;
 
 pub use revocation::poll;
 
@@ -212,6 +213,7 @@ pub struct Sessions {
     /// `gateway_session_cache_total` by result, registered once.
     hit_counter: metrics::Counter,
     miss_counter: metrics::Counter,
+    health: Arc<Health>,
 }
 
 impl Sessions {
@@ -232,6 +234,7 @@ impl Sessions {
             stats: Arc::new(Stats::default()),
             hit_counter: metrics::counter!("gateway_session_cache_total", "result" => "hit"),
             miss_counter: metrics::counter!("gateway_session_cache_total", "result" => "miss"),
+            health: Arc::new(Health::new()),
         }
     }
 
@@ -248,6 +251,11 @@ impl Sessions {
         &self.settings
     }
 
+    /// What this instance knows of the database's health (fed by lookups and the poller).
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
     /// Entries in the cache, for the metrics (runs the cache's pending maintenance first).
     pub async fn cached_entries(&self) -> u64 {
         self.cache.run_pending_tasks().await;
@@ -258,7 +266,8 @@ impl Sessions {
     /// revoked, expired (absolute or idle), or the user is disabled or deleted.
     ///
     /// # Errors
-    /// [`SessionError::Unavailable`] when the cache misses and the database cannot answer.
+    /// [`SessionError::Unavailable`] when the cache misses and the database cannot answer, and
+    /// on a hit while the database is down if `serve_cached_when_db_down` is false.
     ///
     /// # Security
     /// A positive answer was read from the database at most `cache_ttl` ago (or less, when
@@ -286,6 +295,11 @@ impl Sessions {
         let Lookup::Found(identity) = lookup else {
             return Ok(None);
         };
+        if !missed && !self.settings.serve_cached_when_db_down && self.health.is_down() {
+            return Err(SessionError::Unavailable(
+                "the database is down and sessions.serve_cached_when_db_down is false".into(),
+            ));
+        }
         let now = SystemTime::now();
         if !self.is_live(&identity, now) {
             self.cache.insert(hash, Lookup::Missing).await;
@@ -301,7 +315,9 @@ impl Sessions {
         self.cache
             .try_get_with(hash, async {
                 self.stats.queries.fetch_add(1, Ordering::Relaxed);
-                load(&self.pool, &hash).await
+                let loaded = load(&self.pool, &hash).await;
+                self.health.report(loaded.is_ok());
+                loaded
             })
             .await
             .map_err(|e| {

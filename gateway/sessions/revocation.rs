@@ -5,6 +5,10 @@
 //! its start time) is still seen; the overlap also re-applies each invalidation for a while,
 //! which closes the race with a cache load that read just before the commit. No
 //! LISTEN/NOTIFY (CockroachDB has none); the cache TTL is the backstop when polling fails.
+//!
+//! A failed poll keeps the watermark, so the first poll after a database outage looks back to
+//! the last one that succeeded (minus the overlap) and applies every revocation made during
+//! the outage. Each poll also reports to [`Sessions::health`].
 
 use std::time::{Duration, SystemTime};
 
@@ -26,7 +30,9 @@ pub async fn poll(sessions: Sessions) {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        match poll_once(&sessions, watermark, overlap).await {
+        let polled = poll_once(&sessions, watermark, overlap).await;
+        sessions.health().report(polled.is_ok());
+        match polled {
             Ok(now) => {
                 watermark = Some(now);
                 metrics::gauge!("gateway_revocation_poll_lag_seconds").set(0.0);

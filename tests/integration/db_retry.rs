@@ -1,6 +1,7 @@
 //! `db::transaction`: SERIALIZABLE on PostgreSQL as on CockroachDB, the whole body retried on
-//! SQLSTATE 40001 (and on nothing else), and an error or a cancelled caller never leaves a
-//! write behind or an open transaction in the pool.
+//! SQLSTATE 40001, in the body or at COMMIT (and on no other SQL error), and an error or a
+//! cancelled caller never leaves a write behind or an open transaction in the pool. Broken
+//! connections (retried before COMMIT, never after) are in `faults`.
 
 use std::future::pending;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -135,6 +136,51 @@ async fn a_serialization_failure_reruns_the_body_on_a_clean_slate() {
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     assert_eq!(seen, 1, "the retry must not see the first attempt's write");
     assert_eq!(probe_rows(db.pool()).await, [("x".to_string(), 2)]);
+}
+
+/// CockroachDB reports most retry errors at COMMIT. A deferred constraint trigger raises 40001
+/// at the first COMMIT (a sequence counts its runs, and sequences are not rolled back): the
+/// failed COMMIT ended the transaction, so the body runs again and commits once.
+#[tokio::test]
+async fn a_serialization_failure_at_commit_is_retried() {
+    let db = TestDb::new().await;
+    probe_table(&db).await;
+    db.client()
+        .await
+        .batch_execute(
+            "CREATE SEQUENCE commit_runs;
+             CREATE FUNCTION fail_first_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 IF nextval('commit_runs') = 1 THEN
+                     RAISE EXCEPTION 'injected at commit' USING ERRCODE = 'serialization_failure';
+                 END IF;
+                 RETURN NULL;
+             END $$;
+             CREATE CONSTRAINT TRIGGER fail_first_commit AFTER INSERT ON retry_probe
+                 DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION fail_first_commit()",
+        )
+        .await
+        .expect("create the commit-time failure");
+    let calls = AtomicUsize::new(0);
+    let calls = &calls;
+    db::transaction(db.pool(), |tx| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        async move {
+            tx.execute(
+                "INSERT INTO retry_probe (writer, seen) VALUES ('c', 0)",
+                &[],
+            )
+            .await
+        }
+    })
+    .await
+    .expect("the retry commits");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "one retry after the failed COMMIT"
+    );
+    assert_eq!(probe_rows(db.pool()).await, [("c".to_string(), 0)]);
 }
 
 #[tokio::test]

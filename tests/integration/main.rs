@@ -14,6 +14,8 @@
 //! - [`forward_auth`]: `/auth/verify` and the example nginx configuration.
 //! - [`tls`]: ALPN h2/http1.1, handshake and header read timeouts.
 //! - [`shutdown`]: SIGTERM under load loses no request.
+//! - [`faults`]: the database down, hung or slow, connections killed mid-transaction,
+//!   upstreams that refuse, hang or reset (through a TCP fault proxy).
 //! - [`logs`]: tokens and passwords never reach the logs.
 //! - [`abuse`]: smuggling spellings, folded and oversized headers, h2c, slow bodies.
 //! - [`flows`]: codes, magic links, register, reset and change, sessions, limits, enumeration.
@@ -25,6 +27,7 @@ mod abuse;
 mod browser;
 mod cli;
 mod db_retry;
+mod faults;
 mod flows;
 mod forward_auth;
 mod logs;

@@ -110,11 +110,48 @@ impl Req {
         self
     }
 
-    /// Sends the request on a new connection and reads the whole response.
+    /// Sends the request on a new connection and reads the whole response (a body that breaks
+    /// off reads as what arrived).
     pub async fn send(self) -> Resp {
+        let addr = self.addr;
+        let response = self
+            .exchange()
+            .await
+            .unwrap_or_else(|e| panic!("{addr}: {e}"));
+        let (parts, body) = response.into_parts();
+        let bytes = body
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        Resp {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        }
+    }
+
+    /// Like [`Req::send`], but a failure is returned, not a panic, and a body that breaks off
+    /// is a failure too.
+    pub async fn try_send(self) -> Result<Resp, SendError> {
+        let (parts, body) = self.exchange().await?.into_parts();
+        let bytes = body
+            .collect()
+            .await
+            .map_err(|e| SendError::Exchange(format!("body: {e}")))?
+            .to_bytes();
+        Ok(Resp {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        })
+    }
+
+    /// Connects, sends, and waits for the response head.
+    async fn exchange(self) -> Result<http::Response<hyper::body::Incoming>, SendError> {
         let stream = TcpStream::connect(self.addr)
             .await
-            .unwrap_or_else(|e| panic!("connect {}: {e}", self.addr));
+            .map_err(SendError::Connect)?;
         let mut builder = Request::builder()
             .method(self.method)
             .uri(self.target.as_str());
@@ -128,31 +165,38 @@ impl Req {
         }
         let request = builder.body(Full::new(self.body)).expect("valid request");
         let io = TokioIo::new(stream);
-        let response = if self.http2 {
+        let exchange = |e: hyper::Error| SendError::Exchange(e.to_string());
+        if self.http2 {
             let (mut sender, conn) =
                 hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
                     .await
-                    .expect("h2 handshake");
+                    .map_err(exchange)?;
             tokio::spawn(conn);
-            sender.send_request(request).await
+            sender.send_request(request).await.map_err(exchange)
         } else {
             let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
                 .await
-                .expect("h1 handshake");
+                .map_err(exchange)?;
             tokio::spawn(conn.with_upgrades());
-            sender.send_request(request).await
+            sender.send_request(request).await.map_err(exchange)
         }
-        .expect("response");
-        let (parts, body) = response.into_parts();
-        let bytes = body
-            .collect()
-            .await
-            .map(|c| c.to_bytes())
-            .unwrap_or_default();
-        Resp {
-            status: parts.status.as_u16(),
-            headers: parts.headers,
-            body: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+/// Why [`Req::try_send`] got no complete response.
+#[derive(Debug)]
+pub enum SendError {
+    /// No connection (refused, unreachable).
+    Connect(std::io::Error),
+    /// Connected, but the exchange broke before the response was complete.
+    Exchange(String),
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Connect(e) => write!(f, "connect: {e}"),
+            SendError::Exchange(e) => write!(f, "exchange: {e}"),
         }
     }
 }

@@ -7,6 +7,7 @@
 
 mod command;
 mod db;
+pub mod faultproxy;
 pub mod http;
 mod server;
 pub mod smtp;
@@ -17,4 +18,5 @@ pub mod webdriver;
 pub use command::{Gateway, Output, cli, gateway};
 #[allow(unused_imports)]
 pub use db::{TestDb, server_url, url_with_database};
-pub use server::{PUBLIC_ORIGIN, SECRET, ServeProcess, TestGateway, echo, user};
+pub use faultproxy::{Fault, FaultProxy};
+pub use server::{PUBLIC_ORIGIN, SECRET, ServeProcess, TestGateway, echo, sessions, user};

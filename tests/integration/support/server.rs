@@ -191,11 +191,31 @@ pub async fn user(db: &TestDb, email: &str, password: &str, roles: &[&str]) -> S
     .id
 }
 
+/// `n` sessions of `user_id` made directly in the database (an hour long), so no gateway has
+/// them cached; returns their tokens.
+pub async fn sessions(db: &TestDb, user_id: &str, n: usize) -> Vec<String> {
+    let mut tokens = Vec::with_capacity(n);
+    for _ in 0..n {
+        let session = gateway::sessions::create(
+            db.pool(),
+            user_id,
+            &gateway::sessions::SessionMeta::default(),
+            std::time::Duration::from_secs(3600),
+        )
+        .await
+        .expect("create a session");
+        tokens.push(session.token);
+    }
+    tokens
+}
+
 /// The real `gateway serve` binary, as an operator runs it: a child process on free loopback
 /// ports with `config` as its file and `env` on top of the database URL and secret.
 pub struct ServeProcess {
     pub child: tokio::process::Child,
     pub addr: SocketAddr,
+    /// The admin listener (`/readyz`, `/metrics`).
+    pub admin: SocketAddr,
     _dir: tempfile::TempDir,
 }
 
@@ -237,6 +257,7 @@ impl ServeProcess {
         ServeProcess {
             child,
             addr,
+            admin,
             _dir: dir,
         }
     }
