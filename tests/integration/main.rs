@@ -16,6 +16,7 @@
 //! - [`shutdown`]: SIGTERM under load loses no request.
 //! - [`logs`]: tokens and passwords never reach the logs.
 //! - [`abuse`]: smuggling spellings, folded and oversized headers, h2c, slow bodies.
+//! - [`http2`]: rapid reset, CONTINUATION floods, HPACK bombs and oversized header lists.
 //! - [`flows`]: codes, magic links, register, reset and change, sessions, limits, enumeration.
 //! - [`browser`]: the login pages in headless Chromium: password and code login, `return_to`.
 
@@ -27,6 +28,7 @@ mod cli;
 mod db_retry;
 mod flows;
 mod forward_auth;
+mod http2;
 mod logs;
 mod mail;
 mod migrations;
