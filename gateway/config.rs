@@ -47,6 +47,7 @@ pub const DEFAULT_CACHE_CAPACITY: u64 = 2_000_000;
 pub const DEFAULT_NEGATIVE_TTL: &str = "5s";
 pub const DEFAULT_REVOCATION_POLL: &str = "1s";
 pub const DEFAULT_REVOCATION_OVERLAP: &str = "5s";
+pub const DEFAULT_TUNNEL_RECHECK: &str = "1s";
 
 pub const DEFAULT_BCRYPT_COST: u32 = 12;
 pub const DEFAULT_BCRYPT_QUEUE: u64 = 256;
@@ -129,6 +130,7 @@ pub struct RawServer {
     pub tls_handshake_timeout: String,
     pub shutdown_grace: String,
     pub h2_max_concurrent_streams: u64,
+    pub websocket_origins: Vec<String>,
 }
 
 impl Default for RawServer {
@@ -148,6 +150,7 @@ impl Default for RawServer {
             tls_handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT.into(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE.into(),
             h2_max_concurrent_streams: DEFAULT_H2_MAX_CONCURRENT_STREAMS,
+            websocket_origins: Vec::new(),
         }
     }
 }
@@ -207,6 +210,7 @@ pub struct RawSessions {
     pub negative_ttl: String,
     pub revocation_poll: String,
     pub revocation_overlap: String,
+    pub tunnel_recheck: String,
 }
 
 impl Default for RawSessions {
@@ -222,6 +226,7 @@ impl Default for RawSessions {
             negative_ttl: DEFAULT_NEGATIVE_TTL.into(),
             revocation_poll: DEFAULT_REVOCATION_POLL.into(),
             revocation_overlap: DEFAULT_REVOCATION_OVERLAP.into(),
+            tunnel_recheck: DEFAULT_TUNNEL_RECHECK.into(),
         }
     }
 }
@@ -416,6 +421,9 @@ pub struct Server {
     pub tls_handshake_timeout: Duration,
     pub shutdown_grace: Duration,
     pub h2_max_concurrent_streams: u32,
+    /// Origins besides `public_url` whose pages may open WebSockets authenticated by the
+    /// session cookie, spelled as an `Origin` header spells them.
+    pub websocket_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -517,6 +525,8 @@ pub struct Sessions {
     pub negative_ttl: Duration,
     pub revocation_poll: Duration,
     pub revocation_overlap: Duration,
+    /// How often an open WebSocket tunnel re-validates the session that opened it.
+    pub tunnel_recheck: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -1049,7 +1059,12 @@ impl Validator {
                 None
             }
         };
-        let public_url = self.public_url(&raw.public_url);
+        let public_url = self.origin("server.public_url", &raw.public_url);
+        let websocket_origins = raw
+            .websocket_origins
+            .iter()
+            .map(|o| self.origin("server.websocket_origins", o).origin)
+            .collect();
         let trusted_proxies = raw
             .trusted_proxies
             .iter()
@@ -1093,10 +1108,12 @@ impl Validator {
                 10_000,
             ))
             .unwrap_or(u32::MAX),
+            websocket_origins,
         }
     }
 
-    fn public_url(&mut self, value: &str) -> PublicUrl {
+    /// An origin (`https://host[:port]`) such as `server.public_url`.
+    fn origin(&mut self, key: &str, value: &str) -> PublicUrl {
         let fallback = PublicUrl {
             origin: DEFAULT_PUBLIC_URL.into(),
             https: true,
@@ -1105,7 +1122,7 @@ impl Validator {
             Ok(u) => u,
             Err(_) => {
                 self.problem(
-                    "server.public_url",
+                    key,
                     format!("`{value}` is not a URL; write it like \"https://auth.example.com\""),
                 );
                 return fallback;
@@ -1116,22 +1133,19 @@ impl Validator {
             Some("http") => false,
             _ => {
                 self.problem(
-                    "server.public_url",
+                    key,
                     "must start with https:// (or http:// for local development)",
                 );
                 return fallback;
             }
         };
         let Some(authority) = uri.authority() else {
-            self.problem(
-                "server.public_url",
-                "must name a host, like \"https://auth.example.com\"",
-            );
+            self.problem(key, "must name a host, like \"https://auth.example.com\"");
             return fallback;
         };
         if uri.path() != "/" && !uri.path().is_empty() || uri.query().is_some() {
             self.problem(
-                "server.public_url",
+                key,
                 "must be an origin only (scheme, host, port), without a path",
             );
         }
@@ -1180,6 +1194,7 @@ impl Validator {
                 .positive_duration("sessions.revocation_poll", &raw.revocation_poll),
             revocation_overlap: self
                 .duration("sessions.revocation_overlap", &raw.revocation_overlap),
+            tunnel_recheck: self.positive_duration("sessions.tunnel_recheck", &raw.tunnel_recheck),
         };
         let name_ok = !s.cookie_name.is_empty()
             && s.cookie_name
@@ -1807,5 +1822,23 @@ mod tests {
         assert_eq!(c.server.public_url.origin, "https://auth.example.com");
         assert!(load("[server]\npublic_url = \"https://a.example/x\"\n", &[]).is_err());
         assert!(load("[server]\npublic_url = \"ftp://a.example\"\n", &[]).is_err());
+    }
+
+    #[test]
+    fn websocket_origins_are_origins() {
+        let c = load(
+            "[server]\nwebsocket_origins = [\"https://App.Example.com\", \"http://localhost:3000\"]\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            c.server.websocket_origins,
+            ["https://app.example.com", "http://localhost:3000"]
+        );
+        assert!(load("", &[]).unwrap().server.websocket_origins.is_empty());
+        for bad in ["https://a.example/app", "a.example", "wss://a.example"] {
+            let e = load(&format!("[server]\nwebsocket_origins = [\"{bad}\"]\n"), &[]).unwrap_err();
+            assert_eq!(e[0].key, "server.websocket_origins", "{bad}: {e:?}");
+        }
     }
 }

@@ -18,6 +18,7 @@
 //! - [`abuse`]: smuggling spellings, folded and oversized headers, h2c, slow bodies.
 //! - [`http2`]: rapid reset, CONTINUATION floods, HPACK bombs and oversized header lists.
 //! - [`flows`]: codes, magic links, register, reset and change, sessions, limits, enumeration.
+//! - [`websocket`]: tunnels end with their session on every instance; `Origin` checks.
 //! - [`browser`]: the login pages in headless Chromium: password and code login, `return_to`.
 
 mod support;
@@ -37,3 +38,4 @@ mod revocation;
 mod shutdown;
 mod sql_lint;
 mod tls;
+mod websocket;
