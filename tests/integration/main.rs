@@ -12,6 +12,7 @@
 //! - [`proxy`]: policies, identity headers, path tricks, the session cache, limits, upstreams.
 //! - [`revocation`]: two instances; logout, role change, disable seen within the poll window.
 //! - [`forward_auth`]: `/auth/verify` and the example nginx configuration.
+//! - [`routing`]: `?` and `#` never widen a prefix; malformed forward-auth URIs; cache keys.
 //! - [`tls`]: ALPN h2/http1.1, handshake and header read timeouts.
 //! - [`shutdown`]: SIGTERM under load loses no request.
 //! - [`logs`]: tokens and passwords never reach the logs.
@@ -35,6 +36,7 @@ mod mail;
 mod migrations;
 mod proxy;
 mod revocation;
+mod routing;
 mod shutdown;
 mod sql_lint;
 mod tls;
