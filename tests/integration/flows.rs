@@ -1032,25 +1032,69 @@ async fn known_and_unknown_emails_get_the_same_status_and_body() {
     .await;
 }
 
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
+/// Two-sided critical value of the rank test: p < 0.001.
+const Z_CRITICAL: f64 = 3.29;
+/// The smallest shift the timing test reports: below it, a difference is scheduler noise on
+/// two busy cores, not a bcrypt, a query or a mail that one side skips.
+const SHIFT_FLOOR_MS: f64 = 2.0;
+/// bcrypt cost of the login timing test: a skipped hash costs about 20 ms, well above the
+/// floor. The other flows run at the tests' cost of 4, so that bcrypt's own jitter does not
+/// hide a skipped query or commit.
+const TIMING_COST: u32 = 8;
+
+/// The Mann-Whitney U statistic of `a` against `b` as a z score (normal approximation, ties
+/// ranked by their average): positive when `a` tends to take longer.
+fn mann_whitney_z(a: &[Duration], b: &[Duration]) -> f64 {
+    let mut all: Vec<(Duration, bool)> = a
+        .iter()
+        .map(|d| (*d, true))
+        .chain(b.iter().map(|d| (*d, false)))
+        .collect();
+    all.sort();
+    let mut rank_sum_a = 0.0;
+    let mut i = 0;
+    while i < all.len() {
+        let tied = all[i..].iter().take_while(|(d, _)| *d == all[i].0).count();
+        let rank = (2 * i + tied + 1) as f64 / 2.0;
+        rank_sum_a += rank * all[i..i + tied].iter().filter(|(_, in_a)| *in_a).count() as f64;
+        i += tied;
+    }
+    let (n1, n2) = (a.len() as f64, b.len() as f64);
+    let u = rank_sum_a - n1 * (n1 + 1.0) / 2.0;
+    (u - n1 * n2 / 2.0) / (n1 * n2 * (n1 + n2 + 1.0) / 12.0).sqrt()
 }
 
-/// Medians of `rounds` interleaved requests for a known and an unknown email.
-async fn medians<F, Fut>(rounds: usize, mut send: F) -> (Duration, Duration)
+/// The Hodges-Lehmann estimate of how much longer `a` takes than `b`, in milliseconds: the
+/// median of every pairwise difference.
+fn shift_ms(a: &[Duration], b: &[Duration]) -> f64 {
+    let mut diffs: Vec<f64> = a
+        .iter()
+        .flat_map(|x| b.iter().map(move |y| x.as_secs_f64() - y.as_secs_f64()))
+        .collect();
+    diffs.sort_by(f64::total_cmp);
+    diffs[diffs.len() / 2] * 1000.0
+}
+
+/// Whether the rank test and the floor, together, tell the two samples apart.
+fn distinguishable(a: &[Duration], b: &[Duration]) -> bool {
+    mann_whitney_z(a, b).abs() > Z_CRITICAL && shift_ms(a, b).abs() > SHIFT_FLOOR_MS
+}
+
+/// Times `rounds` interleaved pairs of requests, one for a known and one for an unknown
+/// email, alternating which goes first so drift and background work hit both alike, and
+/// asserts that the two samples cannot be told apart.
+async fn assert_same_time<F, Fut>(what: &str, rounds: usize, mut send: F)
 where
     F: FnMut(bool, usize) -> Fut,
     Fut: std::future::Future<Output = Resp>,
 {
     let (mut known, mut unknown) = (Vec::new(), Vec::new());
     for i in 0..rounds {
-        // Alternate which goes first, so drift hits both alike.
         for is_known in [i % 2 == 0, i % 2 == 1] {
             let started = Instant::now();
             let resp = send(is_known, i).await;
             let took = started.elapsed();
-            assert!(resp.status < 500, "{}", resp.body);
+            assert!(resp.status < 500, "{what}: {}", resp.body);
             if is_known {
                 known.push(took);
             } else {
@@ -1058,7 +1102,58 @@ where
             }
         }
     }
-    (median(known), median(unknown))
+    let (z, shift) = (mann_whitney_z(&known, &unknown), shift_ms(&known, &unknown));
+    known.sort();
+    unknown.sort();
+    let (mk, mu) = (known[rounds / 2], unknown[rounds / 2]);
+    eprintln!(
+        "{what}: median known {mk:?}, unknown {mu:?}; shift {shift:+.2} ms, z {z:+.2} ({rounds} pairs)"
+    );
+    assert!(
+        !distinguishable(&known, &unknown),
+        "{what}: known and unknown emails take different times: shift {shift:+.2} ms \
+         (floor {SHIFT_FLOOR_MS} ms), z {z:+.2} (critical {Z_CRITICAL})"
+    );
+}
+
+/// The detector itself: a shift above the floor is found in samples as noisy as the real
+/// ones, equal distributions are not, and a tiny shift stays under the floor.
+#[test]
+fn the_timing_test_detects_a_shift_and_ignores_noise() {
+    // Deterministic uniform jitter of up to 8 ms (xorshift), a different stream per seed.
+    let noisy = |base_ms: f64, seed: u64| -> Vec<Duration> {
+        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        (0..40)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let jitter = (x % 8000) as f64 / 1000.0;
+                Duration::from_secs_f64((base_ms + jitter) / 1000.0)
+            })
+            .collect()
+    };
+    for seed in 1..=50 {
+        let base = noisy(20.0, seed);
+        let other = seed + 1000;
+        assert!(
+            distinguishable(&noisy(40.0, other), &base),
+            "a skipped bcrypt"
+        );
+        assert!(mann_whitney_z(&noisy(40.0, other), &base) > Z_CRITICAL);
+        assert!(
+            distinguishable(&base, &noisy(25.0, other)),
+            "5 ms the other way"
+        );
+        assert!(
+            !distinguishable(&noisy(20.0, other), &base),
+            "same distribution"
+        );
+        assert!(
+            !distinguishable(&noisy(20.5, other), &base),
+            "0.5 ms is under the floor"
+        );
+    }
 }
 
 #[tokio::test]
@@ -1067,41 +1162,75 @@ async fn known_and_unknown_emails_take_the_same_time() {
         return;
     };
     let db = TestDb::new().await;
-    let gw = start(&db, &sink, &[("GATEWAY_CODES__FAILURE_BUDGET", "10000")]).await;
-    user(&db, "uma@example.com", PASSWORD, &[]).await;
-    let bound = Duration::from_millis(20);
-    let addr = gw.addr;
+    let budget = ("GATEWAY_CODES__FAILURE_BUDGET", "10000");
+    let cost = TIMING_COST.to_string();
+    let slow = start(&db, &sink, &[budget, ("GATEWAY_AUTH__BCRYPT_COST", &cost)]).await;
+    let fast = start(&db, &sink, &[budget]).await;
+    // The known user's hash has the gateway's cost, as after its first login.
+    let hash = gateway::password::Hasher::new(TIMING_COST, 1, 4)
+        .hash(PASSWORD)
+        .await
+        .unwrap();
+    gateway::users::create(
+        db.pool(),
+        &gateway::users::NewUser {
+            email: "uma@example.com",
+            email_verified: true,
+            password_hash: Some(&hash),
+            roles: &[],
+        },
+    )
+    .await
+    .unwrap();
+    let addr = fast.addr;
+    // Same length, so nothing that reads the address takes longer for one of them.
     let email = |known: bool| {
         if known {
             "uma@example.com"
         } else {
-            "nobody@example.com"
+            "zed@example.com"
         }
     };
-    // Warm up: connections, prepared statements, the dummy hash.
+    // Warm up: connections, prepared statements, the dummy hash, zxcvbn's dictionaries.
     for known in [true, false] {
-        login(addr, email(known), "wrong password").await;
+        login(slow.addr, email(known), "wrong password").await;
         otp_request(addr, email(known), "login").await;
+        post(addr, "/auth/magic/request", json!({"email": email(known)})).await;
+        post(
+            addr,
+            "/auth/register",
+            json!({"email": format!("w{known:5}@example.com"), "password": STRONG}),
+        )
+        .await;
     }
 
-    let (k, u) = medians(30, |known, _| otp_request(addr, email(known), "login")).await;
-    assert!(
-        k.abs_diff(u) < bound,
-        "otp/request: known {k:?} vs unknown {u:?}"
-    );
-    let (k, u) = medians(30, |known, _| {
+    assert_same_time("login", 60, |known, _| {
+        login(slow.addr, email(known), "wrong password")
+    })
+    .await;
+    assert_same_time("otp/request", 100, |known, _| {
+        otp_request(addr, email(known), "login")
+    })
+    .await;
+    assert_same_time("magic/request", 100, |known, _| {
         post(addr, "/auth/magic/request", json!({"email": email(known)}))
     })
     .await;
-    assert!(
-        k.abs_diff(u) < bound,
-        "magic/request: known {k:?} vs unknown {u:?}"
-    );
-    let (k, u) = medians(30, |known, _| login(addr, email(known), "wrong password")).await;
-    assert!(
-        k.abs_diff(u) < bound,
-        "login: wrong password {k:?} vs unknown email {u:?}"
-    );
+    // Last: its background bcrypt runs on after the answers and would add noise to the others.
+    assert_same_time("register", 200, |known, i| {
+        // A new address each time for the unknown side, of the same length.
+        let address = if known {
+            email(true).to_string()
+        } else {
+            format!("n{i:03}@example.co")
+        };
+        post(
+            addr,
+            "/auth/register",
+            json!({"email": address, "password": STRONG}),
+        )
+    })
+    .await;
 }
 
 /// 429 with a sane `Retry-After` and the JSON error.
