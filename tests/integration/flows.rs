@@ -1396,3 +1396,128 @@ async fn cli_set_password_revokes_every_session() {
     );
     assert_eq!(login(gw.addr, "xan@example.com", STRONG).await.status, 200);
 }
+
+/// The identity behind a token, as `/auth/session` shows it: the user id, or the status.
+async fn owner_of(addr: SocketAddr, token: &str) -> Result<String, u16> {
+    let r = get(addr, "/auth/session").bearer(token).send().await;
+    match r.status {
+        200 => Ok(r.json()["user"]["id"]
+            .as_str()
+            .expect("user id")
+            .to_string()),
+        status => Err(status),
+    }
+}
+
+#[tokio::test]
+async fn a_well_formed_token_the_server_never_issued_is_refused_and_never_stored() {
+    let db = TestDb::new().await;
+    let up = crate::support::echo().await;
+    let gw = TestGateway::builder(&db)
+        .route("/", up, "required")
+        .route("/opt", up, "optional")
+        .start()
+        .await;
+    let forged = gateway::sessions::new_token();
+    for _ in 0..3 {
+        for (what, r) in [
+            ("bearer", get(gw.addr, "/x").bearer(&forged)),
+            (
+                "cookie",
+                get(gw.addr, "/x").header("cookie", &format!("{COOKIE}={forged}")),
+            ),
+        ] {
+            assert_eq!(r.send().await.status, 401, "{what}");
+        }
+        assert_eq!(owner_of(gw.addr, &forged).await, Err(401));
+        let anonymous = get(gw.addr, "/opt").bearer(&forged).send().await;
+        assert_eq!(anonymous.status, 200);
+        assert_eq!(anonymous.echoed("x-user-id"), None);
+    }
+    let rows: i64 = db
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM sessions", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 0, "a presented token never creates a session");
+}
+
+#[tokio::test]
+async fn every_login_issues_a_new_token_and_a_planted_one_stays_what_it_was() {
+    let Some(sink) = SmtpSink::start().await else {
+        return;
+    };
+    let db = TestDb::new().await;
+    let gw = start(&db, &sink, &[]).await;
+    let victim = user(&db, "vic@example.com", PASSWORD, &[]).await;
+    let attacker = user(&db, "mal@example.com", PASSWORD, &[]).await;
+    let email = "vic@example.com";
+    // What an attacker can plant in the victim's browser: a token of their own making, and a
+    // real session of their own account.
+    let forged = gateway::sessions::new_token();
+    let own = token_of(gw.addr, "mal@example.com", PASSWORD).await;
+    let mut issued = vec![own.clone()];
+    for planted in [&forged, &own] {
+        let cookie = format!("{COOKIE}={planted}");
+        let with_planted = |r: http::Req| {
+            r.header("cookie", &cookie)
+                .header("origin", PUBLIC_ORIGIN)
+                .send()
+        };
+        let password = with_planted(post_json(
+            gw.addr,
+            "/auth/login",
+            &json!({"email": email, "password": PASSWORD}),
+        ))
+        .await;
+        let form = with_planted(
+            http::req("POST", gw.addr, "/auth/login")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!("email={email}&password=correct+horse+battery")),
+        )
+        .await;
+        let code = code_for(&gw, &sink, email, "login").await;
+        let by_code = with_planted(post_json(
+            gw.addr,
+            "/auth/otp/verify",
+            &json!({"email": email, "code": code, "purpose": "login"}),
+        ))
+        .await;
+        let r = post(gw.addr, "/auth/magic/request", json!({"email": email})).await;
+        assert_eq!(r.status, 202);
+        let link = link_in(&mail_for(&sink, email).await);
+        let by_link = with_planted(http::req("POST", gw.addr, &link[PUBLIC_ORIGIN.len()..])).await;
+        for (how, resp) in [
+            ("password", &password),
+            ("form", &form),
+            ("code", &by_code),
+            ("magic link", &by_link),
+        ] {
+            assert!(
+                matches!(resp.status, 200 | 303),
+                "{how} login: {} {}",
+                resp.status,
+                resp.body
+            );
+            let token = session_cookie(resp)
+                .strip_prefix(&format!("{COOKIE}="))
+                .expect("the session cookie")
+                .to_string();
+            assert_ne!(&token, planted, "{how} login kept the planted token");
+            assert!(!issued.contains(&token), "{how} login reused a token");
+            assert_eq!(owner_of(gw.addr, &token).await, Ok(victim.clone()), "{how}");
+            issued.push(token);
+        }
+        // The planted token is what it was before: nothing, or the attacker's own session,
+        // never the victim's.
+        let expected = if planted == &forged {
+            Err(401)
+        } else {
+            Ok(attacker.clone())
+        };
+        assert_eq!(owner_of(gw.addr, planted).await, expected);
+    }
+    assert_eq!(issued.len(), 1 + 2 * 4);
+}
