@@ -1521,3 +1521,70 @@ async fn every_login_issues_a_new_token_and_a_planted_one_stays_what_it_was() {
     }
     assert_eq!(issued.len(), 1 + 2 * 4);
 }
+
+#[tokio::test]
+async fn no_mail_is_built_from_a_forged_host_even_through_a_trusted_proxy() {
+    let Some(sink) = SmtpSink::start().await else {
+        return;
+    };
+    let db = TestDb::new().await;
+    // The peer is trusted, so its X-Forwarded-Host would count for the upstream's headers.
+    let gw = start(
+        &db,
+        &sink,
+        &[("GATEWAY_SERVER__TRUSTED_PROXIES", "127.0.0.1")],
+    )
+    .await;
+    user(&db, "kim@example.com", PASSWORD, &[]).await;
+    let email = "kim@example.com";
+    let forged = |target: &str, body: Value| {
+        let body = body.to_string();
+        format!(
+            "POST {target} HTTP/1.1\r\nHost: evil.example\r\nX-Forwarded-Host: evil.example\r\n\
+             X-Forwarded-Proto: http\r\nForwarded: host=evil.example;proto=http\r\n\
+             X-Original-URL: https://evil.example/\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let mut links = 0;
+    for (target, body) in [
+        (
+            "/auth/otp/request",
+            json!({"email": email, "purpose": "password_reset"}),
+        ),
+        (
+            "/auth/otp/request",
+            json!({"email": email, "purpose": "login"}),
+        ),
+        (
+            "/auth/magic/request",
+            json!({"email": email, "return_to": "/app"}),
+        ),
+        (
+            "/auth/register",
+            json!({"email": email, "password": STRONG}),
+        ),
+    ] {
+        let answer = http::raw(gw.addr, forged(target, body).as_bytes(), WAIT).await;
+        assert!(answer.starts_with("HTTP/1.1 202"), "{target}: {answer}");
+        let mail = mail_for(&sink, email).await;
+        for part in [&mail.text, &mail.html] {
+            assert!(!part.contains("evil"), "{target}: {part}");
+            for url in part
+                .split(|c: char| c.is_whitespace() || c == '"')
+                .filter(|w| w.starts_with("http://") || w.starts_with("https://"))
+            {
+                assert!(
+                    url.starts_with(&format!("{PUBLIC_ORIGIN}/")),
+                    "{target}: a link not built from server.public_url: {url}"
+                );
+                links += 1;
+            }
+        }
+    }
+    assert!(
+        links >= 4,
+        "the magic link and the account notice, in text and HTML: {links}"
+    );
+}
