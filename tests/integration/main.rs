@@ -16,7 +16,7 @@
 //! - [`tls`]: ALPN h2/http1.1, handshake and header read timeouts.
 //! - [`shutdown`]: SIGTERM under load loses no request.
 //! - [`logs`]: tokens and passwords never reach the logs.
-//! - [`abuse`]: smuggling spellings, folded and oversized headers, h2c, slow bodies.
+//! - [`abuse`]: smuggling spellings, folded and oversized headers, h2c, slow headers and bodies.
 //! - [`http2`]: rapid reset, CONTINUATION floods, HPACK bombs and oversized header lists.
 //! - [`flows`]: codes, magic links, register, reset and change, sessions, limits, enumeration.
 //! - [`websocket`]: tunnels end with their session on every instance; `Origin` checks.
