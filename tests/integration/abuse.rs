@@ -1,6 +1,7 @@
 //! Protocol abuse from a raw socket: request smuggling spellings, folded and oversized headers,
-//! h2c upgrade attempts, dripped headers and slow bodies. Each request either gets a clear 4xx or reaches the
-//! upstream exactly as the gateway understood it — never two requests where one was sent.
+//! h2c upgrade attempts, dripped headers and slow bodies. Each request either gets a clear 4xx
+//! or reaches the upstream exactly as the gateway understood it — never two requests where one
+//! was sent.
 
 use std::time::{Duration, Instant};
 
