@@ -148,6 +148,16 @@ fn retry_after(resp: &Resp) -> u64 {
         .expect("Retry-After in seconds")
 }
 
+/// The one BIGINT that `sql` selects.
+async fn number(db: &TestDb, sql: &str) -> i64 {
+    db.client()
+        .await
+        .query_one(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .get(0)
+}
+
 /// Moves every recorded failure of the database `by` into the past (time passing).
 async fn age_failures(db: &TestDb, by: &str) {
     db.client()
@@ -214,13 +224,7 @@ async fn the_sixth_attempt_with_the_right_code_is_refused() {
     let sixth = otp_verify(gw.addr, "bo@example.com", &code, "login").await;
     assert_eq!(sixth.status, 401, "5 attempts per code, the right one too");
     assert_eq!(sixth.error_code(), "invalid_code");
-    let attempts: i64 = db
-        .client()
-        .await
-        .query_one("SELECT attempts FROM auth_codes", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let attempts = number(&db, "SELECT attempts FROM auth_codes").await;
     assert_eq!(attempts, 6, "every attempt is counted in the database");
 
     // A new code works: the cap is per code.
@@ -325,13 +329,7 @@ async fn a_new_code_retires_the_old_one() {
         let r = otp_verify(gw.addr, "flo@example.com", &old, "login").await;
         assert_eq!(r.status, 401, "the older code was retired");
     }
-    let live: i64 = db
-        .client()
-        .await
-        .query_one("SELECT count(*) FROM auth_codes WHERE used_at IS NULL", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let live = number(&db, "SELECT count(*) FROM auth_codes WHERE used_at IS NULL").await;
     assert_eq!(live, 1, "one live code per email and purpose");
     let r = otp_verify(gw.addr, "flo@example.com", &new, "login").await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -404,16 +402,11 @@ async fn the_failure_budget_survives_new_codes_and_holds_across_instances() {
         "the owner gets in once the delay passed: {}",
         ok.body
     );
-    let left: i64 = db
-        .client()
-        .await
-        .query_one(
-            "SELECT count(*) FROM auth_failures WHERE purpose = 'login'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let left = number(
+        &db,
+        "SELECT count(*) FROM auth_failures WHERE purpose = 'login'",
+    )
+    .await;
     assert_eq!(left, 0, "a success clears the budget");
 }
 
@@ -1434,13 +1427,7 @@ async fn a_well_formed_token_the_server_never_issued_is_refused_and_never_stored
         assert_eq!(anonymous.status, 200);
         assert_eq!(anonymous.echoed("x-user-id"), None);
     }
-    let rows: i64 = db
-        .client()
-        .await
-        .query_one("SELECT count(*) FROM sessions", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let rows = number(&db, "SELECT count(*) FROM sessions").await;
     assert_eq!(rows, 0, "a presented token never creates a session");
 }
 
