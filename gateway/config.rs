@@ -48,6 +48,7 @@ pub const DEFAULT_NEGATIVE_TTL: &str = "5s";
 pub const DEFAULT_REVOCATION_POLL: &str = "1s";
 pub const DEFAULT_REVOCATION_OVERLAP: &str = "5s";
 pub const DEFAULT_SERVE_CACHED_WHEN_DB_DOWN: bool = true;
+pub const DEFAULT_TUNNEL_RECHECK: &str = "1s";
 
 pub const DEFAULT_BCRYPT_COST: u32 = 12;
 pub const DEFAULT_BCRYPT_QUEUE: u64 = 256;
@@ -131,6 +132,7 @@ pub struct RawServer {
     pub shutdown_grace: String,
     pub h2_max_concurrent_streams: u64,
     pub workers: u64,
+    pub websocket_origins: Vec<String>,
 }
 
 impl Default for RawServer {
@@ -151,6 +153,7 @@ impl Default for RawServer {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE.into(),
             h2_max_concurrent_streams: DEFAULT_H2_MAX_CONCURRENT_STREAMS,
             workers: 0,
+            websocket_origins: Vec::new(),
         }
     }
 }
@@ -211,6 +214,7 @@ pub struct RawSessions {
     pub revocation_poll: String,
     pub revocation_overlap: String,
     pub serve_cached_when_db_down: bool,
+    pub tunnel_recheck: String,
 }
 
 impl Default for RawSessions {
@@ -227,6 +231,7 @@ impl Default for RawSessions {
             revocation_poll: DEFAULT_REVOCATION_POLL.into(),
             revocation_overlap: DEFAULT_REVOCATION_OVERLAP.into(),
             serve_cached_when_db_down: DEFAULT_SERVE_CACHED_WHEN_DB_DOWN,
+            tunnel_recheck: DEFAULT_TUNNEL_RECHECK.into(),
         }
     }
 }
@@ -424,6 +429,9 @@ pub struct Server {
     /// Worker threads serving connections, each with its own single-threaded runtime
     /// (`0` in the file: one per available core).
     pub workers: usize,
+    /// Origins besides `public_url` whose pages may open WebSockets authenticated by the
+    /// session cookie, spelled as an `Origin` header spells them.
+    pub websocket_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -528,6 +536,8 @@ pub struct Sessions {
     /// Whether cached sessions are still served while the database is down (they die at
     /// `cache_ttl` all the same); when false, cache hits answer 503 then.
     pub serve_cached_when_db_down: bool,
+    /// How often an open WebSocket tunnel re-validates the session that opened it.
+    pub tunnel_recheck: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -1060,7 +1070,12 @@ impl Validator {
                 None
             }
         };
-        let public_url = self.public_url(&raw.public_url);
+        let public_url = self.origin("server.public_url", &raw.public_url);
+        let websocket_origins = raw
+            .websocket_origins
+            .iter()
+            .map(|o| self.origin("server.websocket_origins", o).origin)
+            .collect();
         let trusted_proxies = raw
             .trusted_proxies
             .iter()
@@ -1108,10 +1123,12 @@ impl Validator {
                 0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
                 n => self.count("server.workers", n, 1, 1024),
             },
+            websocket_origins,
         }
     }
 
-    fn public_url(&mut self, value: &str) -> PublicUrl {
+    /// An origin (`https://host[:port]`) such as `server.public_url`.
+    fn origin(&mut self, key: &str, value: &str) -> PublicUrl {
         let fallback = PublicUrl {
             origin: DEFAULT_PUBLIC_URL.into(),
             https: true,
@@ -1120,7 +1137,7 @@ impl Validator {
             Ok(u) => u,
             Err(_) => {
                 self.problem(
-                    "server.public_url",
+                    key,
                     format!("`{value}` is not a URL; write it like \"https://auth.example.com\""),
                 );
                 return fallback;
@@ -1131,22 +1148,19 @@ impl Validator {
             Some("http") => false,
             _ => {
                 self.problem(
-                    "server.public_url",
+                    key,
                     "must start with https:// (or http:// for local development)",
                 );
                 return fallback;
             }
         };
         let Some(authority) = uri.authority() else {
-            self.problem(
-                "server.public_url",
-                "must name a host, like \"https://auth.example.com\"",
-            );
+            self.problem(key, "must name a host, like \"https://auth.example.com\"");
             return fallback;
         };
         if uri.path() != "/" && !uri.path().is_empty() || uri.query().is_some() {
             self.problem(
-                "server.public_url",
+                key,
                 "must be an origin only (scheme, host, port), without a path",
             );
         }
@@ -1196,6 +1210,7 @@ impl Validator {
             revocation_overlap: self
                 .duration("sessions.revocation_overlap", &raw.revocation_overlap),
             serve_cached_when_db_down: raw.serve_cached_when_db_down,
+            tunnel_recheck: self.positive_duration("sessions.tunnel_recheck", &raw.tunnel_recheck),
         };
         let name_ok = !s.cookie_name.is_empty()
             && s.cookie_name
@@ -1823,5 +1838,23 @@ mod tests {
         assert_eq!(c.server.public_url.origin, "https://auth.example.com");
         assert!(load("[server]\npublic_url = \"https://a.example/x\"\n", &[]).is_err());
         assert!(load("[server]\npublic_url = \"ftp://a.example\"\n", &[]).is_err());
+    }
+
+    #[test]
+    fn websocket_origins_are_origins() {
+        let c = load(
+            "[server]\nwebsocket_origins = [\"https://App.Example.com\", \"http://localhost:3000\"]\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            c.server.websocket_origins,
+            ["https://app.example.com", "http://localhost:3000"]
+        );
+        assert!(load("", &[]).unwrap().server.websocket_origins.is_empty());
+        for bad in ["https://a.example/app", "a.example", "wss://a.example"] {
+            let e = load(&format!("[server]\nwebsocket_origins = [\"{bad}\"]\n"), &[]).unwrap_err();
+            assert_eq!(e[0].key, "server.websocket_origins", "{bad}: {e:?}");
+        }
     }
 }

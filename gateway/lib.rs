@@ -28,6 +28,7 @@
 //!        6 upstream req   headers::sanitize_request, then headers::inject_identity
 //!        7 forward        upstream::forward (pooled, streamed, timeouts → 502 / 504)
 //!        8 response       hop-by-hop headers stripped; WebSocket upgrades tunnelled
+//!                         (proxy::websocket: Origin check, session re-checked)
 //!        9 log            one access line (target "access"), metrics
 //! ```
 

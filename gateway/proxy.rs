@@ -3,6 +3,8 @@
 //! → response → one log line. [`handle`] turns any error into a response exactly once;
 //! the phases use `?` freely.
 
+pub mod websocket;
+
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -12,7 +14,6 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Empty, Full, Limited};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use metrics::{Counter, Histogram};
 
 use crate::codes::Keys;
@@ -407,21 +408,6 @@ pub fn login_location(uri: &Uri) -> String {
     format!("/auth/login?return_to={encoded}")
 }
 
-fn is_websocket_upgrade(req: &Request<Incoming>) -> bool {
-    let h = req.headers();
-    let connection_upgrade = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    let websocket = h
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    req.version() == http::Version::HTTP_11 && connection_upgrade && websocket
-}
-
 /// The URI the upstream receives: its base, the normalized path (less the prefix when
 /// `strip_prefix`), and the query exactly as received.
 fn upstream_uri(route: &Route, normalized: &str, query: Option<&str>) -> Result<Uri, HttpError> {
@@ -461,7 +447,13 @@ async fn forward(
     ctx: &Ctx,
 ) -> Result<Response<Body>, HttpError> {
     let gw = &*worker.gw;
-    let websocket = is_websocket_upgrade(&req);
+    let websocket = websocket::is_upgrade(&req);
+    let watch = if websocket {
+        websocket::check_origin(gw, route, req.headers())?;
+        identity.and_then(|_| websocket::Watch::new(gw, route, req.headers(), &ctx.request_id))
+    } else {
+        None
+    };
     let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
     let uri = upstream_uri(route, normalized, req.uri().query())?;
     let host = req
@@ -539,7 +531,7 @@ async fn forward(
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
-            tokio::spawn(tunnel(client_upgrade, upstream_upgrade));
+            tokio::spawn(websocket::tunnel(client_upgrade, upstream_upgrade, watch));
             let (mut parts, _) = resp.into_parts();
             headers::sanitize_response(&mut parts.headers, true);
             return Ok(Response::from_parts(parts, empty()));
@@ -554,23 +546,6 @@ async fn forward(
         parts,
         body.map_err(BoxError::from).boxed(),
     ))
-}
-
-async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
-    let (client, upstream) = match tokio::try_join!(client, upstream) {
-        Ok(pair) => pair,
-        Err(e) => {
-            tracing::debug!(error = %e, "websocket upgrade failed");
-            return;
-        }
-    };
-    let mut client = TokioIo::new(client);
-    let mut upstream = TokioIo::new(upstream);
-    metrics::gauge!("gateway_websocket_tunnels").increment(1.0);
-    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        tracing::debug!(error = %e, "websocket tunnel closed");
-    }
-    metrics::gauge!("gateway_websocket_tunnels").decrement(1.0);
 }
 
 /// Reads a whole request body up to `max` bytes (for the gateway's own JSON endpoints).

@@ -1,6 +1,7 @@
 //! Protocol abuse from a raw socket: request smuggling spellings, folded and oversized headers,
-//! h2c upgrade attempts and slow bodies. Each request either gets a clear 4xx or reaches the
-//! upstream exactly as the gateway understood it — never two requests where one was sent.
+//! h2c upgrade attempts, dripped headers and slow bodies. Each request either gets a clear 4xx
+//! or reaches the upstream exactly as the gateway understood it — never two requests where one
+//! was sent.
 
 use std::time::{Duration, Instant};
 
@@ -155,4 +156,41 @@ async fn a_slow_body_does_not_hold_the_gateway() {
         text.is_empty() || text.starts_with("HTTP/1.1 504") || text.starts_with("HTTP/1.1 502"),
         "{text}"
     );
+}
+
+/// Slowloris: header lines dripped one every 100 ms never reset the header read timeout; the
+/// whole header block must arrive within `server.header_read_timeout`.
+#[tokio::test]
+async fn dripped_headers_are_cut_off_at_the_header_read_timeout() {
+    let db = TestDb::new().await;
+    let gw = public_gateway(&db, &[("GATEWAY_SERVER__HEADER_READ_TIMEOUT", "500ms")]).await;
+    let mut stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let started = Instant::now();
+    stream
+        .write_all(b"GET /a HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let mut lines = 0;
+    let cut_off = loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if stream.write_all(b"x-drip: 1\r\n").await.is_err() {
+            break started.elapsed();
+        }
+        lines += 1;
+        let mut buf = [0u8; 256];
+        match tokio::time::timeout(Duration::from_millis(1), stream.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => break started.elapsed(),
+            Ok(Ok(n)) => {
+                let text = String::from_utf8_lossy(&buf[..n]);
+                assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+                break started.elapsed();
+            }
+            Err(_) if started.elapsed() > Duration::from_secs(5) => {
+                panic!("still reading dripped headers after {lines} lines")
+            }
+            Err(_) => {}
+        }
+    };
+    eprintln!("dripped headers cut off after {cut_off:?} ({lines} lines)");
+    assert!(cut_off < Duration::from_millis(1500), "{cut_off:?}");
 }

@@ -148,6 +148,16 @@ fn retry_after(resp: &Resp) -> u64 {
         .expect("Retry-After in seconds")
 }
 
+/// The one BIGINT that `sql` selects.
+async fn number(db: &TestDb, sql: &str) -> i64 {
+    db.client()
+        .await
+        .query_one(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .get(0)
+}
+
 /// Moves every recorded failure of the database `by` into the past (time passing).
 async fn age_failures(db: &TestDb, by: &str) {
     db.client()
@@ -214,13 +224,7 @@ async fn the_sixth_attempt_with_the_right_code_is_refused() {
     let sixth = otp_verify(gw.addr, "bo@example.com", &code, "login").await;
     assert_eq!(sixth.status, 401, "5 attempts per code, the right one too");
     assert_eq!(sixth.error_code(), "invalid_code");
-    let attempts: i64 = db
-        .client()
-        .await
-        .query_one("SELECT attempts FROM auth_codes", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let attempts = number(&db, "SELECT attempts FROM auth_codes").await;
     assert_eq!(attempts, 6, "every attempt is counted in the database");
 
     // A new code works: the cap is per code.
@@ -325,13 +329,7 @@ async fn a_new_code_retires_the_old_one() {
         let r = otp_verify(gw.addr, "flo@example.com", &old, "login").await;
         assert_eq!(r.status, 401, "the older code was retired");
     }
-    let live: i64 = db
-        .client()
-        .await
-        .query_one("SELECT count(*) FROM auth_codes WHERE used_at IS NULL", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let live = number(&db, "SELECT count(*) FROM auth_codes WHERE used_at IS NULL").await;
     assert_eq!(live, 1, "one live code per email and purpose");
     let r = otp_verify(gw.addr, "flo@example.com", &new, "login").await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -404,16 +402,11 @@ async fn the_failure_budget_survives_new_codes_and_holds_across_instances() {
         "the owner gets in once the delay passed: {}",
         ok.body
     );
-    let left: i64 = db
-        .client()
-        .await
-        .query_one(
-            "SELECT count(*) FROM auth_failures WHERE purpose = 'login'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let left = number(
+        &db,
+        "SELECT count(*) FROM auth_failures WHERE purpose = 'login'",
+    )
+    .await;
     assert_eq!(left, 0, "a success clears the budget");
 }
 
@@ -1032,25 +1025,69 @@ async fn known_and_unknown_emails_get_the_same_status_and_body() {
     .await;
 }
 
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
+/// Two-sided critical value of the rank test: p < 0.001.
+const Z_CRITICAL: f64 = 3.29;
+/// The smallest shift the timing test reports: below it, a difference is scheduler noise on
+/// two busy cores, not a bcrypt, a query or a mail that one side skips.
+const SHIFT_FLOOR_MS: f64 = 2.0;
+/// bcrypt cost of the login timing test: a skipped hash costs about 20 ms, well above the
+/// floor. The other flows run at the tests' cost of 4, so that bcrypt's own jitter does not
+/// hide a skipped query or commit.
+const TIMING_COST: u32 = 8;
+
+/// The Mann-Whitney U statistic of `a` against `b` as a z score (normal approximation, ties
+/// ranked by their average): positive when `a` tends to take longer.
+fn mann_whitney_z(a: &[Duration], b: &[Duration]) -> f64 {
+    let mut all: Vec<(Duration, bool)> = a
+        .iter()
+        .map(|d| (*d, true))
+        .chain(b.iter().map(|d| (*d, false)))
+        .collect();
+    all.sort();
+    let mut rank_sum_a = 0.0;
+    let mut i = 0;
+    while i < all.len() {
+        let tied = all[i..].iter().take_while(|(d, _)| *d == all[i].0).count();
+        let rank = (2 * i + tied + 1) as f64 / 2.0;
+        rank_sum_a += rank * all[i..i + tied].iter().filter(|(_, in_a)| *in_a).count() as f64;
+        i += tied;
+    }
+    let (n1, n2) = (a.len() as f64, b.len() as f64);
+    let u = rank_sum_a - n1 * (n1 + 1.0) / 2.0;
+    (u - n1 * n2 / 2.0) / (n1 * n2 * (n1 + n2 + 1.0) / 12.0).sqrt()
 }
 
-/// Medians of `rounds` interleaved requests for a known and an unknown email.
-async fn medians<F, Fut>(rounds: usize, mut send: F) -> (Duration, Duration)
+/// The Hodges-Lehmann estimate of how much longer `a` takes than `b`, in milliseconds: the
+/// median of every pairwise difference.
+fn shift_ms(a: &[Duration], b: &[Duration]) -> f64 {
+    let mut diffs: Vec<f64> = a
+        .iter()
+        .flat_map(|x| b.iter().map(move |y| x.as_secs_f64() - y.as_secs_f64()))
+        .collect();
+    diffs.sort_by(f64::total_cmp);
+    diffs[diffs.len() / 2] * 1000.0
+}
+
+/// Whether the rank test and the floor, together, tell the two samples apart.
+fn distinguishable(a: &[Duration], b: &[Duration]) -> bool {
+    mann_whitney_z(a, b).abs() > Z_CRITICAL && shift_ms(a, b).abs() > SHIFT_FLOOR_MS
+}
+
+/// Times `rounds` interleaved pairs of requests, one for a known and one for an unknown
+/// email, alternating which goes first so drift and background work hit both alike, and
+/// asserts that the two samples cannot be told apart.
+async fn assert_same_time<F, Fut>(what: &str, rounds: usize, mut send: F)
 where
     F: FnMut(bool, usize) -> Fut,
     Fut: std::future::Future<Output = Resp>,
 {
     let (mut known, mut unknown) = (Vec::new(), Vec::new());
     for i in 0..rounds {
-        // Alternate which goes first, so drift hits both alike.
         for is_known in [i % 2 == 0, i % 2 == 1] {
             let started = Instant::now();
             let resp = send(is_known, i).await;
             let took = started.elapsed();
-            assert!(resp.status < 500, "{}", resp.body);
+            assert!(resp.status < 500, "{what}: {}", resp.body);
             if is_known {
                 known.push(took);
             } else {
@@ -1058,7 +1095,58 @@ where
             }
         }
     }
-    (median(known), median(unknown))
+    let (z, shift) = (mann_whitney_z(&known, &unknown), shift_ms(&known, &unknown));
+    known.sort();
+    unknown.sort();
+    let (mk, mu) = (known[rounds / 2], unknown[rounds / 2]);
+    eprintln!(
+        "{what}: median known {mk:?}, unknown {mu:?}; shift {shift:+.2} ms, z {z:+.2} ({rounds} pairs)"
+    );
+    assert!(
+        !distinguishable(&known, &unknown),
+        "{what}: known and unknown emails take different times: shift {shift:+.2} ms \
+         (floor {SHIFT_FLOOR_MS} ms), z {z:+.2} (critical {Z_CRITICAL})"
+    );
+}
+
+/// The detector itself: a shift above the floor is found in samples as noisy as the real
+/// ones, equal distributions are not, and a tiny shift stays under the floor.
+#[test]
+fn the_timing_test_detects_a_shift_and_ignores_noise() {
+    // Deterministic uniform jitter of up to 8 ms (xorshift), a different stream per seed.
+    let noisy = |base_ms: f64, seed: u64| -> Vec<Duration> {
+        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        (0..40)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let jitter = (x % 8000) as f64 / 1000.0;
+                Duration::from_secs_f64((base_ms + jitter) / 1000.0)
+            })
+            .collect()
+    };
+    for seed in 1..=50 {
+        let base = noisy(20.0, seed);
+        let other = seed + 1000;
+        assert!(
+            distinguishable(&noisy(40.0, other), &base),
+            "a skipped bcrypt"
+        );
+        assert!(mann_whitney_z(&noisy(40.0, other), &base) > Z_CRITICAL);
+        assert!(
+            distinguishable(&base, &noisy(25.0, other)),
+            "5 ms the other way"
+        );
+        assert!(
+            !distinguishable(&noisy(20.0, other), &base),
+            "same distribution"
+        );
+        assert!(
+            !distinguishable(&noisy(20.5, other), &base),
+            "0.5 ms is under the floor"
+        );
+    }
 }
 
 #[tokio::test]
@@ -1067,41 +1155,75 @@ async fn known_and_unknown_emails_take_the_same_time() {
         return;
     };
     let db = TestDb::new().await;
-    let gw = start(&db, &sink, &[("GATEWAY_CODES__FAILURE_BUDGET", "10000")]).await;
-    user(&db, "uma@example.com", PASSWORD, &[]).await;
-    let bound = Duration::from_millis(20);
-    let addr = gw.addr;
+    let budget = ("GATEWAY_CODES__FAILURE_BUDGET", "10000");
+    let cost = TIMING_COST.to_string();
+    let slow = start(&db, &sink, &[budget, ("GATEWAY_AUTH__BCRYPT_COST", &cost)]).await;
+    let fast = start(&db, &sink, &[budget]).await;
+    // The known user's hash has the gateway's cost, as after its first login.
+    let hash = gateway::password::Hasher::new(TIMING_COST, 1, 4)
+        .hash(PASSWORD)
+        .await
+        .unwrap();
+    gateway::users::create(
+        db.pool(),
+        &gateway::users::NewUser {
+            email: "uma@example.com",
+            email_verified: true,
+            password_hash: Some(&hash),
+            roles: &[],
+        },
+    )
+    .await
+    .unwrap();
+    let addr = fast.addr;
+    // Same length, so nothing that reads the address takes longer for one of them.
     let email = |known: bool| {
         if known {
             "uma@example.com"
         } else {
-            "nobody@example.com"
+            "zed@example.com"
         }
     };
-    // Warm up: connections, prepared statements, the dummy hash.
+    // Warm up: connections, prepared statements, the dummy hash, zxcvbn's dictionaries.
     for known in [true, false] {
-        login(addr, email(known), "wrong password").await;
+        login(slow.addr, email(known), "wrong password").await;
         otp_request(addr, email(known), "login").await;
+        post(addr, "/auth/magic/request", json!({"email": email(known)})).await;
+        post(
+            addr,
+            "/auth/register",
+            json!({"email": format!("w{known:5}@example.com"), "password": STRONG}),
+        )
+        .await;
     }
 
-    let (k, u) = medians(30, |known, _| otp_request(addr, email(known), "login")).await;
-    assert!(
-        k.abs_diff(u) < bound,
-        "otp/request: known {k:?} vs unknown {u:?}"
-    );
-    let (k, u) = medians(30, |known, _| {
+    assert_same_time("login", 60, |known, _| {
+        login(slow.addr, email(known), "wrong password")
+    })
+    .await;
+    assert_same_time("otp/request", 100, |known, _| {
+        otp_request(addr, email(known), "login")
+    })
+    .await;
+    assert_same_time("magic/request", 100, |known, _| {
         post(addr, "/auth/magic/request", json!({"email": email(known)}))
     })
     .await;
-    assert!(
-        k.abs_diff(u) < bound,
-        "magic/request: known {k:?} vs unknown {u:?}"
-    );
-    let (k, u) = medians(30, |known, _| login(addr, email(known), "wrong password")).await;
-    assert!(
-        k.abs_diff(u) < bound,
-        "login: wrong password {k:?} vs unknown email {u:?}"
-    );
+    // Last: its background bcrypt runs on after the answers and would add noise to the others.
+    assert_same_time("register", 200, |known, i| {
+        // A new address each time for the unknown side, of the same length.
+        let address = if known {
+            email(true).to_string()
+        } else {
+            format!("n{i:03}@example.co")
+        };
+        post(
+            addr,
+            "/auth/register",
+            json!({"email": address, "password": STRONG}),
+        )
+    })
+    .await;
 }
 
 /// 429 with a sane `Retry-After` and the JSON error.
@@ -1266,4 +1388,190 @@ async fn cli_set_password_revokes_every_session() {
         401
     );
     assert_eq!(login(gw.addr, "xan@example.com", STRONG).await.status, 200);
+}
+
+/// The identity behind a token, as `/auth/session` shows it: the user id, or the status.
+async fn owner_of(addr: SocketAddr, token: &str) -> Result<String, u16> {
+    let r = get(addr, "/auth/session").bearer(token).send().await;
+    match r.status {
+        200 => Ok(r.json()["user"]["id"]
+            .as_str()
+            .expect("user id")
+            .to_string()),
+        status => Err(status),
+    }
+}
+
+#[tokio::test]
+async fn a_well_formed_token_the_server_never_issued_is_refused_and_never_stored() {
+    let db = TestDb::new().await;
+    let up = crate::support::echo().await;
+    let gw = TestGateway::builder(&db)
+        .route("/", up, "required")
+        .route("/opt", up, "optional")
+        .start()
+        .await;
+    let forged = gateway::sessions::new_token();
+    for _ in 0..3 {
+        for (what, r) in [
+            ("bearer", get(gw.addr, "/x").bearer(&forged)),
+            (
+                "cookie",
+                get(gw.addr, "/x").header("cookie", &format!("{COOKIE}={forged}")),
+            ),
+        ] {
+            assert_eq!(r.send().await.status, 401, "{what}");
+        }
+        assert_eq!(owner_of(gw.addr, &forged).await, Err(401));
+        let anonymous = get(gw.addr, "/opt").bearer(&forged).send().await;
+        assert_eq!(anonymous.status, 200);
+        assert_eq!(anonymous.echoed("x-user-id"), None);
+    }
+    let rows = number(&db, "SELECT count(*) FROM sessions").await;
+    assert_eq!(rows, 0, "a presented token never creates a session");
+}
+
+#[tokio::test]
+async fn every_login_issues_a_new_token_and_a_planted_one_stays_what_it_was() {
+    let Some(sink) = SmtpSink::start().await else {
+        return;
+    };
+    let db = TestDb::new().await;
+    let gw = start(&db, &sink, &[]).await;
+    let victim = user(&db, "vic@example.com", PASSWORD, &[]).await;
+    let attacker = user(&db, "mal@example.com", PASSWORD, &[]).await;
+    let email = "vic@example.com";
+    // What an attacker can plant in the victim's browser: a token of their own making, and a
+    // real session of their own account.
+    let forged = gateway::sessions::new_token();
+    let own = token_of(gw.addr, "mal@example.com", PASSWORD).await;
+    let mut issued = vec![own.clone()];
+    for planted in [&forged, &own] {
+        let cookie = format!("{COOKIE}={planted}");
+        let with_planted = |r: http::Req| {
+            r.header("cookie", &cookie)
+                .header("origin", PUBLIC_ORIGIN)
+                .send()
+        };
+        let password = with_planted(post_json(
+            gw.addr,
+            "/auth/login",
+            &json!({"email": email, "password": PASSWORD}),
+        ))
+        .await;
+        let form = with_planted(
+            http::req("POST", gw.addr, "/auth/login")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!("email={email}&password=correct+horse+battery")),
+        )
+        .await;
+        let code = code_for(&gw, &sink, email, "login").await;
+        let by_code = with_planted(post_json(
+            gw.addr,
+            "/auth/otp/verify",
+            &json!({"email": email, "code": code, "purpose": "login"}),
+        ))
+        .await;
+        let r = post(gw.addr, "/auth/magic/request", json!({"email": email})).await;
+        assert_eq!(r.status, 202);
+        let link = link_in(&mail_for(&sink, email).await);
+        let by_link = with_planted(http::req("POST", gw.addr, &link[PUBLIC_ORIGIN.len()..])).await;
+        for (how, resp) in [
+            ("password", &password),
+            ("form", &form),
+            ("code", &by_code),
+            ("magic link", &by_link),
+        ] {
+            assert!(
+                matches!(resp.status, 200 | 303),
+                "{how} login: {} {}",
+                resp.status,
+                resp.body
+            );
+            let token = session_cookie(resp)
+                .strip_prefix(&format!("{COOKIE}="))
+                .expect("the session cookie")
+                .to_string();
+            assert_ne!(&token, planted, "{how} login kept the planted token");
+            assert!(!issued.contains(&token), "{how} login reused a token");
+            assert_eq!(owner_of(gw.addr, &token).await, Ok(victim.clone()), "{how}");
+            issued.push(token);
+        }
+        // The planted token is what it was before: nothing, or the attacker's own session,
+        // never the victim's.
+        let expected = if planted == &forged {
+            Err(401)
+        } else {
+            Ok(attacker.clone())
+        };
+        assert_eq!(owner_of(gw.addr, planted).await, expected);
+    }
+    assert_eq!(issued.len(), 1 + 2 * 4);
+}
+
+#[tokio::test]
+async fn no_mail_is_built_from_a_forged_host_even_through_a_trusted_proxy() {
+    let Some(sink) = SmtpSink::start().await else {
+        return;
+    };
+    let db = TestDb::new().await;
+    // The peer is trusted, so its X-Forwarded-Host would count for the upstream's headers.
+    let gw = start(
+        &db,
+        &sink,
+        &[("GATEWAY_SERVER__TRUSTED_PROXIES", "127.0.0.1")],
+    )
+    .await;
+    user(&db, "kim@example.com", PASSWORD, &[]).await;
+    let email = "kim@example.com";
+    let forged = |target: &str, body: Value| {
+        let body = body.to_string();
+        format!(
+            "POST {target} HTTP/1.1\r\nHost: evil.example\r\nX-Forwarded-Host: evil.example\r\n\
+             X-Forwarded-Proto: http\r\nForwarded: host=evil.example;proto=http\r\n\
+             X-Original-URL: https://evil.example/\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let mut links = 0;
+    for (target, body) in [
+        (
+            "/auth/otp/request",
+            json!({"email": email, "purpose": "password_reset"}),
+        ),
+        (
+            "/auth/otp/request",
+            json!({"email": email, "purpose": "login"}),
+        ),
+        (
+            "/auth/magic/request",
+            json!({"email": email, "return_to": "/app"}),
+        ),
+        (
+            "/auth/register",
+            json!({"email": email, "password": STRONG}),
+        ),
+    ] {
+        let answer = http::raw(gw.addr, forged(target, body).as_bytes(), WAIT).await;
+        assert!(answer.starts_with("HTTP/1.1 202"), "{target}: {answer}");
+        let mail = mail_for(&sink, email).await;
+        for part in [&mail.text, &mail.html] {
+            assert!(!part.contains("evil"), "{target}: {part}");
+            for url in part
+                .split(|c: char| c.is_whitespace() || c == '"')
+                .filter(|w| w.starts_with("http://") || w.starts_with("https://"))
+            {
+                assert!(
+                    url.starts_with(&format!("{PUBLIC_ORIGIN}/")),
+                    "{target}: a link not built from server.public_url: {url}"
+                );
+                links += 1;
+            }
+        }
+    }
+    assert!(
+        links >= 4,
+        "the magic link and the account notice, in text and HTML: {links}"
+    );
 }

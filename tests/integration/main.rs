@@ -12,13 +12,16 @@
 //! - [`proxy`]: policies, identity headers, path tricks, the session cache, limits, upstreams.
 //! - [`revocation`]: two instances; logout, role change, disable seen within the poll window.
 //! - [`forward_auth`]: `/auth/verify` and the example nginx configuration.
+//! - [`routing`]: `?` and `#` never widen a prefix; malformed forward-auth URIs; cache keys.
 //! - [`tls`]: ALPN h2/http1.1, handshake and header read timeouts.
 //! - [`shutdown`]: SIGTERM under load loses no request.
 //! - [`faults`]: the database down, hung or slow, connections killed mid-transaction,
 //!   upstreams that refuse, hang or reset (through a TCP fault proxy).
 //! - [`logs`]: tokens and passwords never reach the logs.
-//! - [`abuse`]: smuggling spellings, folded and oversized headers, h2c, slow bodies.
+//! - [`abuse`]: smuggling spellings, folded and oversized headers, h2c, slow headers and bodies.
+//! - [`http2`]: rapid reset, CONTINUATION floods, HPACK bombs and oversized header lists.
 //! - [`flows`]: codes, magic links, register, reset and change, sessions, limits, enumeration.
+//! - [`websocket`]: tunnels end with their session on every instance; `Origin` checks.
 //! - [`browser`]: the login pages in headless Chromium: password and code login, `return_to`.
 
 mod support;
@@ -30,11 +33,14 @@ mod db_retry;
 mod faults;
 mod flows;
 mod forward_auth;
+mod http2;
 mod logs;
 mod mail;
 mod migrations;
 mod proxy;
 mod revocation;
+mod routing;
 mod shutdown;
 mod sql_lint;
 mod tls;
+mod websocket;
