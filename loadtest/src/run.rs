@@ -7,9 +7,11 @@
 //!
 //! Submodules: [`client`] (HTTP/1.1, HTTP/2, TLS), [`scenarios`] (what one step does),
 //! [`stats`] (HDR histograms, errors by kind), [`tokens`] (uniform or Zipf token choice),
-//! [`progress`] (the terminal line) and [`summary`] (the result, as table and JSON).
+//! [`progress`] (the terminal line), [`intervals`] (per-second figures for `--interval`) and
+//! [`summary`] (the result, as table and JSON).
 
 pub mod client;
+pub mod intervals;
 pub mod progress;
 pub mod scenarios;
 pub mod stats;
@@ -30,11 +32,13 @@ use tokio::task::JoinSet;
 
 use crate::smtp;
 use client::{Client, ClientOptions};
+use intervals::Intervals;
 use scenarios::{Env, Flow, Mix, Scenario, Settings};
 use stats::{Recorder, SHARDS};
 use tokens::Tokens;
 
-pub use summary::{OpSummary, Summary};
+pub use intervals::IntervalStats;
+pub use summary::{OpSummary, Summary, nonzero_kinds};
 
 /// The password `loadtest seed` gives every user unless told otherwise.
 pub const DEFAULT_PASSWORD: &str = "loadtest-password-1";
@@ -128,6 +132,10 @@ pub struct RunArgs {
     /// Write the summary as JSON to FILE (for `loadtest report`).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Also record throughput, failures and latency percentiles per interval of this length
+    /// (operations count where they finished) into the JSON's `intervals`, e.g. 1s for a soak.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub interval: Option<Duration>,
     /// Label of this run in reports (default: SCENARIO@HOST:PORT).
     #[arg(long)]
     pub name: Option<String>,
@@ -200,6 +208,7 @@ pub struct RunConfig {
     pub smtp_listen: SocketAddr,
     pub settings: Settings,
     pub json: Option<PathBuf>,
+    pub interval: Option<Duration>,
 }
 
 impl RunArgs {
@@ -269,6 +278,11 @@ impl RunArgs {
         ] {
             if d.is_zero() || d > Duration::from_secs(3600) {
                 bail!("{flag} must be more than 0 and at most 1h");
+            }
+        }
+        if let Some(every) = self.interval {
+            if every < intervals::MIN_INTERVAL || every > MAX_DURATION {
+                bail!("--interval must be at least 100ms and at most 24h");
             }
         }
         if self.revoke_jitter > Duration::from_secs(3600) {
@@ -358,6 +372,7 @@ impl RunArgs {
                 mix: self.mix,
             },
             json: self.json,
+            interval: self.interval,
         })
     }
 }
@@ -505,11 +520,14 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Summary> {
         start: t0 + config.warmup,
         end: t0 + config.warmup + config.duration,
     };
-    let recorder = Arc::new(Recorder::new(
-        config.scenario.ops(),
-        window.start,
-        window.end,
-    ));
+    let recorder = Recorder::new(config.scenario.ops(), window.start, window.end);
+    let recorder = Arc::new(match config.interval {
+        Some(_) => recorder.with_intervals(),
+        None => recorder,
+    });
+    let intervals = config
+        .interval
+        .map(|every| Intervals::start(Arc::clone(&recorder), every, window.start, window.end));
     let env = Arc::new(Env::new(
         config.scenario,
         client,
@@ -558,7 +576,11 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Summary> {
         Some((_, at)) if *at < window.end => at.saturating_duration_since(window.start),
         _ => config.duration,
     };
-    Ok(summary::summarize(
+    let intervals = match intervals {
+        Some(intervals) => intervals.finish(window.start + measured).await,
+        None => Vec::new(),
+    };
+    let mut summary = summary::summarize(
         &config,
         &recorder.snapshot(),
         measured,
@@ -566,7 +588,9 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Summary> {
         started_at,
         stopped.map(|(reason, _)| reason),
         abandoned,
-    ))
+    );
+    summary.intervals = intervals;
+    Ok(summary)
 }
 
 /// N tasks, each running steps back to back until the end; returns the steps abandoned at

@@ -1,6 +1,8 @@
 //! What a run measured: HDR latency histograms per operation, errors by kind, and the counters
 //! the progress line reads. Only operations that started inside the measured window (after
 //! the warm-up, before the end) are recorded; everything else only moves the live counters.
+//! With intervals on, the counted operations also go into the current interval (by the time
+//! they finished), which [`Recorder::take_interval`] hands over and resets.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -217,6 +219,29 @@ fn merge<'a>(hists: impl Iterator<Item = &'a Histogram<u64>>) -> Histogram<u64> 
     out
 }
 
+/// The counted operations that finished since the last [`Recorder::take_interval`].
+struct IntervalData {
+    ok: u64,
+    failed: u64,
+    latency: Histogram<u64>,
+}
+
+/// What one interval measured, over every shard.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct IntervalSnapshot {
+    pub ok: u64,
+    /// Failed counted operations, backlog included.
+    pub failed: u64,
+    /// Latency of the successful ones.
+    pub latency: Latency,
+}
+
+/// One lock's worth of the recorder: every operation's data, and the current interval's.
+struct Shard {
+    ops: Vec<OpData>,
+    interval: Option<IntervalData>,
+}
+
 struct OpData {
     ok: u64,
     errors: BTreeMap<ErrorKind, u64>,
@@ -243,8 +268,9 @@ pub struct Recorder {
     ops: &'static [OpDef],
     window_start: Instant,
     window_end: Instant,
-    shards: Box<[Mutex<Vec<OpData>>]>,
+    shards: Box<[Mutex<Shard>]>,
     backlog: AtomicU64,
+    interval_backlog: AtomicU64,
     finished: AtomicU64,
     failed: AtomicU64,
 }
@@ -253,7 +279,12 @@ impl Recorder {
     /// A recorder for `ops` that keeps operations started in `[window_start, window_end)`.
     pub fn new(ops: &'static [OpDef], window_start: Instant, window_end: Instant) -> Recorder {
         let shards = (0..SHARDS)
-            .map(|_| Mutex::new(ops.iter().map(|_| OpData::new()).collect()))
+            .map(|_| {
+                Mutex::new(Shard {
+                    ops: ops.iter().map(|_| OpData::new()).collect(),
+                    interval: None,
+                })
+            })
             .collect();
         Recorder {
             ops,
@@ -261,9 +292,23 @@ impl Recorder {
             window_end,
             shards,
             backlog: AtomicU64::new(0),
+            interval_backlog: AtomicU64::new(0),
             finished: AtomicU64::new(0),
             failed: AtomicU64::new(0),
         }
+    }
+
+    /// The same recorder, also keeping per-interval figures for [`Recorder::take_interval`].
+    pub fn with_intervals(mut self) -> Recorder {
+        for shard in self.shards.iter_mut() {
+            let shard = shard.get_mut().unwrap_or_else(|p| p.into_inner());
+            shard.interval = Some(IntervalData {
+                ok: 0,
+                failed: 0,
+                latency: new_histogram(),
+            });
+        }
+        self
     }
 
     /// Whether an operation started at `started` is part of the measurement.
@@ -293,12 +338,25 @@ impl Recorder {
         let mut shard = self.shards[shard % SHARDS]
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let data = &mut shard[op];
+        let outcome = outcome.map(|latency| {
+            u64::try_from(latency.as_micros())
+                .unwrap_or(u64::MAX)
+                .max(1)
+        });
+        if let (true, Some(interval)) = (def.counted, shard.interval.as_mut()) {
+            match outcome {
+                Ok(us) => {
+                    interval.ok += 1;
+                    interval.latency.saturating_record(us);
+                }
+                Err(_) => interval.failed += 1,
+            }
+        }
+        let data = &mut shard.ops[op];
         match outcome {
-            Ok(latency) => {
+            Ok(us) => {
                 data.ok += 1;
-                let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-                data.latency.saturating_record(us.max(1));
+                data.latency.saturating_record(us);
             }
             Err(failure) => {
                 *data.errors.entry(failure.kind).or_default() += 1;
@@ -318,7 +376,32 @@ impl Recorder {
         self.failed.fetch_add(1, Ordering::Relaxed);
         if self.in_window(scheduled) {
             self.backlog.fetch_add(1, Ordering::Relaxed);
+            self.interval_backlog.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// What finished since the last call (or the start), and starts the next interval;
+    /// `None` unless the recorder was made [`Recorder::with_intervals`].
+    pub fn take_interval(&self) -> Option<IntervalSnapshot> {
+        let mut ok = 0;
+        let mut failed = 0;
+        let mut merged = new_histogram();
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            let interval = shard.interval.as_mut()?;
+            ok += interval.ok;
+            failed += interval.failed;
+            let _ = merged.add(&interval.latency);
+            interval.ok = 0;
+            interval.failed = 0;
+            interval.latency.reset();
+        }
+        failed += self.interval_backlog.swap(0, Ordering::Relaxed);
+        Some(IntervalSnapshot {
+            ok,
+            failed,
+            latency: Latency::of(&merged),
+        })
     }
 
     /// Counted operations finished so far and how many of them failed, warm-up included.
@@ -334,7 +417,7 @@ impl Recorder {
         let mut merged = new_histogram();
         for shard in self.shards.iter() {
             let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
-            for (def, data) in self.ops.iter().zip(shard.iter()) {
+            for (def, data) in self.ops.iter().zip(shard.ops.iter()) {
                 if def.counted {
                     let _ = merged.add(&data.latency);
                 }
@@ -359,7 +442,7 @@ impl Recorder {
             .collect();
         for shard in self.shards.iter() {
             let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
-            for (out, data) in ops.iter_mut().zip(shard.iter()) {
+            for (out, data) in ops.iter_mut().zip(shard.ops.iter()) {
                 out.ok += data.ok;
                 for (k, n) in &data.errors {
                     *out.errors.entry(*k).or_default() += n;
@@ -425,5 +508,36 @@ mod tests {
         assert_eq!(rec.live_counts(), (5, 2));
         let lat = snap.latency();
         assert!((999..=1001).contains(&lat.p50), "{lat:?}");
+        assert_eq!(rec.take_interval(), None, "intervals are off by default");
+    }
+
+    #[test]
+    fn hands_over_each_interval_once() {
+        let t0 = Instant::now();
+        let rec = Recorder::new(OPS, t0, t0 + Duration::from_secs(10)).with_intervals();
+        let ms = Duration::from_millis(1);
+        rec.record(0, 0, t0, Ok(ms));
+        rec.record(7, 0, t0, Ok(ms * 3));
+        rec.record(7, 1, t0, Ok(ms * 50));
+        rec.record(2, 0, t0, Err(&Failure::status(502, "test")));
+        rec.record_backlog(t0);
+        let first = rec.take_interval().unwrap();
+        assert_eq!((first.ok, first.failed), (2, 2), "{first:?}");
+        assert!((2990..=3010).contains(&first.latency.max), "{first:?}");
+
+        rec.record(3, 0, t0, Ok(ms * 2));
+        let second = rec.take_interval().unwrap();
+        assert_eq!((second.ok, second.failed), (1, 0), "{second:?}");
+        assert!((1990..=2010).contains(&second.latency.p50), "{second:?}");
+        let empty = rec.take_interval().unwrap();
+        assert_eq!((empty.ok, empty.failed), (0, 0));
+        assert_eq!(empty.latency, Latency::default());
+
+        let total = rec.snapshot();
+        assert_eq!(
+            total.ok(),
+            3,
+            "the run's totals are kept apart from the intervals"
+        );
     }
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+use super::intervals::IntervalStats;
 use super::scenarios::Scenario;
 use super::stats::{self, ErrorKind, Latency};
 use super::{Mode, RunConfig};
@@ -70,6 +71,19 @@ pub struct Summary {
     /// Steps still running at the drain deadline, abandoned unrecorded.
     #[serde(default)]
     pub abandoned: u64,
+    /// With `--interval`: the run cut into intervals of that length, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub intervals: Vec<IntervalStats>,
+}
+
+/// The error kinds that occurred, as `kind n, kind n` (empty when none did).
+pub fn nonzero_kinds(errors: &BTreeMap<String, u64>) -> String {
+    errors
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// One operation of a [`Summary`].
@@ -175,6 +189,7 @@ pub(super) fn summarize(
         started_at: humantime::format_rfc3339_seconds(started_at).to_string(),
         stopped_early,
         abandoned,
+        intervals: Vec::new(),
     }
 }
 
@@ -260,6 +275,9 @@ impl Summary {
         if let Some(reason) = &self.stopped_early {
             let _ = writeln!(out, "stopped     early: {reason}");
         }
+        if let Some(line) = self.intervals_line() {
+            let _ = writeln!(out, "intervals   {line}");
+        }
         if self.abandoned > 0 {
             let _ = writeln!(
                 out,
@@ -275,13 +293,7 @@ impl Summary {
             );
             for (name, op) in &self.operations {
                 let failed: u64 = op.errors.values().sum();
-                let kinds = op
-                    .errors
-                    .iter()
-                    .filter(|(_, n)| **n > 0)
-                    .map(|(k, n)| format!("{k} {n}"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
+                let kinds = nonzero_kinds(&op.errors);
                 let marker = if op.counted { "" } else { " (phase)" };
                 let _ = writeln!(
                     out,
@@ -297,6 +309,24 @@ impl Summary {
             }
         }
         out
+    }
+
+    /// With intervals: how many, and the range of their throughput and p99.
+    fn intervals_line(&self) -> Option<String> {
+        let first = self.intervals.first()?;
+        let (lo, hi) = self
+            .intervals
+            .iter()
+            .fold((f64::MAX, 0.0f64), |(lo, hi), i| {
+                (lo.min(i.throughput), hi.max(i.throughput))
+            });
+        let p99 = self.intervals.iter().map(|i| i.latency_us.p99).max()?;
+        Some(format!(
+            "{} of {}: {lo:.0}–{hi:.0} req/s, worst p99 {}",
+            self.intervals.len(),
+            humantime::format_duration(Duration::from_secs_f64(first.duration_s)),
+            format_us(p99)
+        ))
     }
 
     /// Writes the summary as pretty JSON to `path`.

@@ -36,6 +36,10 @@ async fn a_closed_loop_counts_requests_and_writes_a_well_formed_summary() {
     assert_eq!(doc["mode"], "closed");
     assert_eq!(doc["concurrency"], 4);
     assert!(doc.get("rate").is_none());
+    assert!(
+        doc.get("intervals").is_none(),
+        "intervals only with --interval"
+    );
     assert_eq!(doc["duration_s"], 1.0);
     assert_eq!(doc["requests"], summary.requests);
     assert!(doc["throughput"].as_f64().unwrap() > 0.0);
@@ -71,6 +75,8 @@ async fn an_open_loop_sends_the_scheduled_number_of_requests() {
         "1s",
         "--warmup",
         "100ms",
+        "--interval",
+        "250ms",
     ])
     .await;
     assert_eq!(summary.mode, "open");
@@ -81,6 +87,18 @@ async fn an_open_loop_sends_the_scheduled_number_of_requests() {
         summary.requests
     );
     assert_eq!(summary.failed(), 0, "{summary:#?}");
+
+    // --interval cuts the window into intervals that add up to the totals.
+    let ends: Vec<f64> = summary.intervals.iter().map(|i| i.t_s).collect();
+    assert_eq!(ends, [0.25, 0.5, 0.75, 1.0], "{:#?}", summary.intervals);
+    let ok: u64 = summary.intervals.iter().map(|i| i.ok).sum();
+    assert_eq!(ok, summary.ok);
+    for i in &summary.intervals {
+        assert!(i.ok > 0 && i.failed == 0, "{i:?}");
+        assert!(i.latency_us.p50 > 0 && i.latency_us.p99 >= i.latency_us.p50);
+    }
+    let table = summary.table();
+    assert!(table.contains("intervals   4 of 250ms"), "{table}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
