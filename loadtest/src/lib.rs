@@ -12,6 +12,10 @@
 //!   [`run::summary`].
 //! - [`smtp`]: the SMTP sink the `otp` scenario reads its codes from.
 //! - [`report`]: `loadtest report`, SVG charts and a markdown table of several runs.
+//! - [`sample`]: `loadtest sample`, a process's RSS, threads and open descriptors (and the
+//!   gateway's gauges) over time, as CSV.
+//! - [`soak`]: `loadtest soak-report`, judges a soak from a run's intervals and those samples
+//!   (no errors, RSS and descriptors flat) and charts it.
 //!
 //! Request flow through the echo upstream:
 //!
@@ -35,5 +39,7 @@
 pub mod echo;
 pub mod report;
 pub mod run;
+pub mod sample;
 pub mod seed;
 pub mod smtp;
+pub mod soak;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use loadtest::{report, run, seed};
+use loadtest::{report, run, sample, seed, soak};
 use tokio::net::TcpListener;
 
 /// Exit status for a bad command line (sysexits `EX_USAGE`).
@@ -46,6 +46,13 @@ enum Command {
     Run(Box<run::RunArgs>),
     /// Chart several runs side by side (SVG) and print them as a markdown table.
     Report(report::ReportArgs),
+    /// Sample a process's RSS, threads and open file descriptors (and, with --metrics, the
+    /// gateway's cache and connection gauges) into a CSV file, until it exits or SIGTERM.
+    Sample(sample::SampleArgs),
+    /// Judge a soak (no errors; RSS and open FDs flat) from a run with --interval and the
+    /// samples of the process under load; print the figures, draw them as SVG. Exits 1
+    /// when a check fails.
+    SoakReport(soak::SoakReportArgs),
 }
 
 #[tokio::main]
@@ -61,6 +68,14 @@ async fn main() -> ExitCode {
             Err(err) => return usage(&err),
         },
         Command::Report(args) => report::execute(&args),
+        Command::Sample(args) => match args.validate() {
+            Ok(()) => sample(&args).await,
+            Err(err) => return usage(&err),
+        },
+        Command::SoakReport(args) => match args.validate() {
+            Ok(limits) => soak::execute(&args, limits),
+            Err(err) => return usage(&err),
+        },
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -83,6 +98,18 @@ async fn echo(listen: SocketAddr) -> anyhow::Result<()> {
     let bound = listener.local_addr().context("reading the bound address")?;
     println!("echo listening on {bound}");
     loadtest::echo::run(listener, shutdown_signal()).await;
+    Ok(())
+}
+
+async fn sample(args: &sample::SampleArgs) -> anyhow::Result<()> {
+    println!(
+        "sampling process {} every {:?} into {}",
+        args.pid,
+        args.every,
+        args.out.display()
+    );
+    let rows = sample::run(args, shutdown_signal()).await?;
+    println!("{rows} samples written to {}", args.out.display());
     Ok(())
 }
 

@@ -131,7 +131,7 @@ pub fn render_svg(runs: &[Summary], path: &Path, title: &str) -> anyhow::Result<
     Ok(())
 }
 
-type DrawResult = Result<(), Box<dyn std::error::Error>>;
+pub(crate) type DrawResult = Result<(), Box<dyn std::error::Error>>;
 
 fn draw(root: &DrawingArea<SVGBackend<'_>, Shift>, runs: &[Summary], title: &str) -> DrawResult {
     root.fill(&WHITE)?;
@@ -248,9 +248,18 @@ fn latency_panel(area: &DrawingArea<SVGBackend<'_>, Shift>, runs: &[Summary]) ->
             });
         chart.draw_series(line.into_iter().map(|p| Circle::new(p, 4, color.filled())))?;
     }
+    draw_legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
+    Ok(())
+}
+
+/// The legend of `chart`'s labelled series, boxed, at `position`.
+pub(crate) fn draw_legend<'a, 'b: 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, SVGBackend<'b>, CT>,
+    position: SeriesLabelPosition,
+) -> DrawResult {
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(position)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .label_font(("sans-serif", 13))
