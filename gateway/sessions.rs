@@ -282,6 +282,15 @@ impl Sessions {
         // large state machine, boxed so that its size is paid only on a miss, not by every
         // request and every idle connection.
         let (lookup, missed) = match self.cache.get(&hash).await {
+            // The cache counts an entry's lifetime from its insertion, a moment after
+            // `loaded_at`: an entry it still hands out in between is a miss, read again, and
+            // must not be taken for a dead session (that cached a live one as unknown).
+            Some(Lookup::Found(identity))
+                if identity.loaded_at.elapsed() > self.settings.cache_ttl =>
+            {
+                self.cache.invalidate(&hash).await;
+                (Box::pin(self.load_coalesced(hash)).await?, true)
+            }
             Some(lookup) => (lookup, false),
             None => (Box::pin(self.load_coalesced(hash)).await?, true),
         };
@@ -327,12 +336,11 @@ impl Sessions {
             })
     }
 
+    /// Not expired, absolutely or by inactivity. (Age in the cache is handled by the caller.)
     fn is_live(&self, identity: &Identity, now: SystemTime) -> bool {
         let last_seen =
             UNIX_EPOCH + Duration::from_secs(identity.last_seen.load(Ordering::Relaxed));
-        identity.loaded_at.elapsed() <= self.settings.cache_ttl
-            && now < identity.expires_at
-            && now < last_seen + self.settings.idle_timeout
+        now < identity.expires_at && now < last_seen + self.settings.idle_timeout
     }
 
     fn touch_if_due(&self, identity: &Identity, now: SystemTime) {
@@ -611,6 +619,74 @@ mod tests {
         ] {
             assert!(hash_token(bad).is_none(), "{bad:?}");
         }
+    }
+
+    /// Sessions over a database that refuses connections: every read is an error.
+    fn unreachable_sessions() -> Sessions {
+        let env = [
+            (
+                "GATEWAY_DATABASE__URL",
+                "postgres://postgres@127.0.0.1:1/none",
+            ),
+            ("GATEWAY_DATABASE__CONNECT_TIMEOUT", "1s"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let config = config::Config::load(None, env).unwrap();
+        let pool = db::connect(&config.database).unwrap();
+        Sessions::new(pool, &config.sessions)
+    }
+
+    fn identity(loaded_at: Instant) -> Lookup {
+        let now = SystemTime::now();
+        Lookup::Found(Arc::new(Identity {
+            session_id: Uuid::nil(),
+            user_id: "u1".into(),
+            email: "u1@example.com".into(),
+            roles: role_set(Vec::new()),
+            expires_at: now + Duration::from_secs(3600),
+            created_at: now,
+            last_seen: AtomicU64::new(now.duration_since(UNIX_EPOCH).unwrap().as_secs()),
+            loaded_at,
+        }))
+    }
+
+    #[tokio::test]
+    async fn an_entry_older_than_the_cache_ttl_is_read_again_not_refused() {
+        let sessions = unreachable_sessions();
+        let token = new_token();
+        let hash = hash_token(&token).unwrap();
+        let ttl = sessions.settings.cache_ttl;
+
+        sessions.cache.insert(hash, identity(Instant::now())).await;
+        let fresh = sessions.validate(&token).await.unwrap();
+        assert_eq!(&*fresh.unwrap().user_id, "u1", "a fresh entry is a hit");
+
+        // What the cache can still hand out for a moment: read from the database longer than
+        // cache_ttl ago. It must be read again (here: the database is down, so 503), never
+        // answered, and never remembered as an unknown token.
+        let stale = Instant::now()
+            .checked_sub(ttl + Duration::from_secs(1))
+            .unwrap();
+        sessions.cache.insert(hash, identity(stale)).await;
+        let again = sessions.validate(&token).await;
+        assert!(
+            matches!(again, Err(SessionError::Unavailable(_))),
+            "{again:?}"
+        );
+        assert!(
+            !matches!(sessions.cache.get(&hash).await, Some(Lookup::Missing)),
+            "a live session is not cached as unknown"
+        );
+        let stats = sessions.stats();
+        let (hits, misses) = (
+            stats.hits.load(Ordering::Relaxed),
+            stats.misses.load(Ordering::Relaxed),
+        );
+        assert_eq!(
+            (hits, misses),
+            (1, 0),
+            "the stale entry was not counted as a hit"
+        );
     }
 
     #[test]
