@@ -57,6 +57,9 @@ P_NG=18090        # nginx proxy_pass, plain
 P_NGT=18493       # nginx proxy_pass, TLS + h2
 P_NGA=18091       # nginx auth_request -> gateway :18081
 
+# shellcheck source=scripts/lib/processes.sh
+source scripts/lib/processes.sh
+
 WORK="$(mktemp -d /tmp/gw-bench.XXXXXX)"
 OUT="$ROOT/docs/bench"
 RES="$WORK/results"
@@ -78,11 +81,7 @@ cleanup() {
             kill -KILL "$mp" 2>/dev/null
         fi
     fi
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
-    for p in "${PIDS[@]}"; do
-        for _ in $(seq 1 30); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$p" 2>/dev/null
-    done
+    stop_processes
     if [ -n "${DATABASE_URL:-}" ]; then
         psql "$DATABASE_URL" -X -w -q -c "DROP DATABASE IF EXISTS $DBNAME WITH (FORCE)" >/dev/null 2>&1
     fi
@@ -136,16 +135,7 @@ HALF=$((USERS / 2))   # tokens [0, HALF) for the hot-path runs, [HALF, USERS) fo
 GW_TLS_DIR="$WORK/tls" config/dev-cert.sh >/dev/null
 TLS="$WORK/tls"
 
-# --- processes --------------------------------------------------------------------------
-wait_port() { # $1 port, $2 name
-    for _ in $(seq 1 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "error: $2 did not listen on 127.0.0.1:$1" >&2
-    exit 1
-}
-
+# --- processes (PIDS, wait_port, stop_processes) ----------------------------------------
 say "starting echo upstream on :$P_ECHO"
 "$LT" echo --listen "127.0.0.1:$P_ECHO" >"$WORK/echo.log" 2>&1 &
 PIDS+=($!)

@@ -9,7 +9,8 @@
 #    DATABASE_URL (the server's `postgres` database; the tests create their own databases);
 # 2. test-time tools (ensure_test_tools below), on CI or as root only;
 # 3. cargo fmt --check, cargo clippy -D warnings, cargo test --workspace: one dev profile for
-#    all three, so the dependencies are compiled once per mode.
+#    all three, so the dependencies are compiled once per mode;
+# 4. a 20-second soak (scripts/soak.sh --debug) on the binaries step 3 built.
 #
 # Environment: DATABASE_URL and GW_PG_* (see scripts/lib/postgres.sh); CI=true (no colors,
 # --locked, no incremental build); GW_SKIP_TOOLS=1 skips step 2.
@@ -158,4 +159,7 @@ say "DATABASE_URL=$(_pg_redact "$DATABASE_URL") (via ${GW_PG_SOURCE:-?})"
 check "cargo fmt --check" cargo fmt --all -- --check
 check "cargo clippy -D warnings" cargo clippy ${LOCKED[@]+"${LOCKED[@]}"} --workspace --all-targets -- -D warnings
 check "cargo test --workspace" cargo test ${LOCKED[@]+"${LOCKED[@]}"} --workspace --no-fail-fast "$@"
+# The short soak on the debug binaries cargo test just built (scripts/soak.sh): 20 s of `mixed`
+# at 200 req/s; fails on any failed request or growing open FDs (RSS is reported, not judged).
+check "short soak (20 s)" scripts/soak.sh --debug --duration 20s --rate 200 --users 1000 --no-doc --no-rss-check
 exit "$FAILED"
