@@ -77,7 +77,7 @@ if [ -z "$OUT" ]; then
 fi
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
-rm -f "$OUT"/run.json "$OUT"/samples.csv "$OUT"/soak.svg "$OUT"/figures.md "$OUT"/capacity.json
+rm -f "$OUT"/run.json "$OUT"/samples.csv "$OUT"/soak.svg "$OUT"/capacity.json
 
 say() { printf '\n=== %s  [%s]\n' "$*" "$(date +%H:%M:%S)" >&2; }
 
@@ -210,7 +210,7 @@ mixed "$GW_PORT" --rate "$RATE" --connections "$CONNECTIONS" --duration "${SECS}
 sleep 2 # the process after the load
 ALIVE=1
 kill -0 "$SOAK_PID" 2>/dev/null || ALIVE=0
-kill "$SAMPLER"
+kill "$SAMPLER" 2>/dev/null || true # it stops by itself if the gateway is gone
 wait "$SAMPLER" 2>/dev/null || true
 
 say "judging"
@@ -218,7 +218,7 @@ REPORT_FLAGS=()
 [ "$RSS_CHECK" = 1 ] || REPORT_FLAGS+=(--no-rss-check)
 RC=0
 "$LT" soak-report --run "$OUT/run.json" --samples "$OUT/samples.csv" --svg "$OUT/soak.svg" \
-    --markdown "$OUT/figures.md" ${REPORT_FLAGS[@]+"${REPORT_FLAGS[@]}"} \
+    --markdown "$WORK/figures.md" ${REPORT_FLAGS[@]+"${REPORT_FLAGS[@]}"} \
     --title "Soak: mixed at $RATE req/s for $DURATION, gateway RSS / FDs / throughput / latency" || RC=$?
 if [ "$ALIVE" = 0 ]; then
     echo "soak failed: the gateway exited during the soak" >&2
@@ -256,7 +256,7 @@ connection gauges with them. It passes when no request failed and RSS and FDs st
 
 ## Result
 
-$(cat "$OUT/figures.md")
+$(cat "$WORK/figures.md")
 
 ![RSS, open FDs and threads, throughput and latency per second over the soak]($REL/soak.svg)
 
@@ -279,8 +279,8 @@ database read) was taken for a dead session and cached as unknown for \`negative
 Over the measured window of length L (here $DURATION):
 
 - **errors**: not one request failed. In \`mixed\` every operation expects success (\`proxy\`,
-  \`session\` and \`public\` any 2xx, \`login\` and \`relogin\` (login, then logout of that new
-  session) 200 with a token), so nothing is an intended 4xx: any other status, a timeout, a
+  \`session\` and \`public\` any 2xx; \`login\` a 200 with a token; \`relogin\` that, then a 200 for
+  the logout of the new session), so nothing is an intended 4xx: any other status, a timeout, a
   refused or reset connection, an unreadable answer, or a request the open loop could not send
   because 10000 were already outstanding (\`backlog\`) counts, and one of them fails the soak.
 - **RSS**: the median of the last tenth of L is at most the stated percentage above the median of
@@ -327,8 +327,8 @@ $RATE requests/s is **$SHARE of the $CAPACITY requests/s** that this machine sus
 blend just before the soak (\`capacity.json\`: closed loop, concurrency 64, 10 s after a 2 s warm-up,
 against a separate gateway process on the same configuration and database). The load
 generator, the echo upstream, PostgreSQL and the gateway share the $(nproc) cores, so the rate
-leaves the gateway most of its CPU as headroom: a soak at saturation would measure queueing,
-not leaks, and any hiccup would turn into timeouts. The rate is still high enough to push
+leaves the gateway most of its CPU as headroom (what it used is the table's "gateway CPU" row):
+a soak at saturation would measure queueing, not leaks, and any hiccup would turn into timeouts. The rate is still high enough to push
 $((RATE * SECS)) requests, about $((RATE * SECS * 4 / 100)) logins and $((RATE * SECS / 100)) logouts through the gateway in $DURATION.
 
 ## Machine and versions
