@@ -12,6 +12,8 @@
 //!   [`run::summary`].
 //! - [`smtp`]: the SMTP sink the `otp` scenario reads its codes from.
 //! - [`report`]: `loadtest report`, SVG charts and a markdown table of several runs.
+//! - [`select`]: `loadtest select`, the gateway's session lookup straight against the database,
+//!   the floor under a cache miss.
 //!
 //! Request flow through the echo upstream:
 //!
@@ -36,4 +38,5 @@ pub mod echo;
 pub mod report;
 pub mod run;
 pub mod seed;
+pub mod select;
 pub mod smtp;

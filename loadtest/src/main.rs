@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use loadtest::{report, run, seed};
+use loadtest::{report, run, seed, select};
 use tokio::net::TcpListener;
 
 /// Exit status for a bad command line (sysexits `EX_USAGE`).
@@ -46,6 +46,9 @@ enum Command {
     Run(Box<run::RunArgs>),
     /// Chart several runs side by side (SVG) and print them as a markdown table.
     Report(report::ReportArgs),
+    /// The gateway's session lookup run straight against the database through a pool of the
+    /// gateway's size: the floor under a cache miss, to set beside the `cold` scenario.
+    Select(select::SelectArgs),
 }
 
 #[tokio::main]
@@ -61,6 +64,7 @@ async fn main() -> ExitCode {
             Err(err) => return usage(&err),
         },
         Command::Report(args) => report::execute(&args),
+        Command::Select(args) => select::select(args).await.map(drop),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
