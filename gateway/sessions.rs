@@ -37,7 +37,8 @@ pub use revocation::poll;
 const INSERT: &str = "INSERT INTO sessions (id, user_id, token_hash, ip_address, device_label, user_agent, expires_at)
     VALUES ($1, $2, $3, $4, $5, $6, now() + ($7::BIGINT * INTERVAL '1 second'))
     RETURNING created_at, expires_at";
-const LOOKUP: &str =
+/// The session lookup of a cache miss (public for `loadtest select`, which measures it bare).
+pub const LOOKUP: &str =
     "SELECT s.id, s.user_id, u.email, u.status, s.expires_at, s.last_seen_at, s.revoked_at,
         ARRAY(SELECT r.role FROM user_roles r WHERE r.user_id = s.user_id ORDER BY r.role) AS roles,
         s.created_at

@@ -42,12 +42,22 @@ const UNTYPED: u8 = 0;
 #[derive(Debug, Clone)]
 pub struct Connector {
     reply_timeout: Duration,
+    /// The runtime that owns every connection (its socket and its task): the one the pool was
+    /// built on. The gateway serves requests on per-core worker runtimes; a connection opened
+    /// by one of them would be driven by that worker alone, so a query from another worker
+    /// would wait for it to get round to the socket. Owned by the control runtime, each
+    /// connection is driven by a thread that is otherwise idle.
+    home: Option<tokio::runtime::Handle>,
 }
 
 impl Connector {
-    /// A connector whose connections fail when a reply is `reply_timeout` late.
+    /// A connector whose connections fail when a reply is `reply_timeout` late, opened and
+    /// driven on the current runtime (if any).
     pub fn new(reply_timeout: Duration) -> Self {
-        Connector { reply_timeout }
+        Connector {
+            reply_timeout,
+            home: tokio::runtime::Handle::try_current().ok(),
+        }
     }
 }
 
@@ -58,7 +68,33 @@ impl Connect for Connector {
     fn connect(&self, pg: &Config) -> ConnectFuture<'_> {
         let pg = pg.clone();
         let limit = self.reply_timeout;
-        Box::pin(async move { open(&pg, limit).await })
+        let home = self.home.clone();
+        Box::pin(async move {
+            match home {
+                Some(home) => {
+                    let there = pg.clone();
+                    // Aborted if the pool stops waiting (its create timeout): an abandoned
+                    // attempt must not go on to hold a socket beyond max_connections.
+                    let mut attempt =
+                        AbortOnDrop(home.spawn(async move { open(&there, limit).await }));
+                    match (&mut attempt.0).await {
+                        Ok(opened) => opened,
+                        // The owning runtime is shutting down: no connection can live there.
+                        Err(e) => Err(connect_error(&pg, io::Error::other(e.to_string())).await),
+                    }
+                }
+                None => open(&pg, limit).await,
+            }
+        })
+    }
+}
+
+/// Aborts its task when dropped.
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

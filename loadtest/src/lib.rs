@@ -16,6 +16,8 @@
 //!   gateway's gauges) over time, as CSV.
 //! - [`soak`]: `loadtest soak-report`, judges a soak from a run's intervals and those samples
 //!   (no errors, RSS and descriptors flat) and charts it.
+//! - [`select`]: `loadtest select`, the gateway's session lookup straight against the database,
+//!   the floor under a cache miss.
 //!
 //! Request flow through the echo upstream:
 //!
@@ -41,5 +43,6 @@ pub mod report;
 pub mod run;
 pub mod sample;
 pub mod seed;
+pub mod select;
 pub mod smtp;
 pub mod soak;

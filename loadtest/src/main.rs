@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use loadtest::{report, run, sample, seed, soak};
+use loadtest::{report, run, sample, seed, select, soak};
 use tokio::net::TcpListener;
 
 /// Exit status for a bad command line (sysexits `EX_USAGE`).
@@ -53,6 +53,9 @@ enum Command {
     /// samples of the process under load; print the figures, draw them as SVG. Exits 1
     /// when a check fails.
     SoakReport(soak::SoakReportArgs),
+    /// The gateway's session lookup run straight against the database through a pool of the
+    /// gateway's size: the floor under a cache miss, to set beside the `cold` scenario.
+    Select(select::SelectArgs),
 }
 
 #[tokio::main]
@@ -76,6 +79,7 @@ async fn main() -> ExitCode {
             Ok(limits) => soak::execute(&args, limits),
             Err(err) => return usage(&err),
         },
+        Command::Select(args) => select::select(args).await.map(drop),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -33,6 +33,7 @@ mod db_retry;
 mod faults;
 mod flows;
 mod forward_auth;
+mod harness;
 mod http2;
 mod logs;
 mod mail;
