@@ -290,10 +290,10 @@ impl Sessions {
                 if identity.loaded_at.elapsed() > self.settings.cache_ttl =>
             {
                 self.cache.invalidate(&hash).await;
-                (Box::pin(self.load_coalesced(hash)).await?, true)
+                Box::pin(self.load_coalesced(hash)).await?
             }
             Some(lookup) => (lookup, false),
-            None => (Box::pin(self.load_coalesced(hash)).await?, true),
+            None => Box::pin(self.load_coalesced(hash)).await?,
         };
         let (counter, metric) = if missed {
             (&self.stats.misses, &self.miss_counter)
@@ -320,10 +320,15 @@ impl Sessions {
     }
 
     /// A cache miss: one query per token however many requests wait for it (moka coalesces
-    /// them); errors are returned to every waiter and never cached.
-    async fn load_coalesced(&self, hash: TokenHash) -> Result<Lookup, SessionError> {
-        self.cache
+    /// them); errors are returned to every waiter and never cached. Also says whether this
+    /// caller ran the query: a caller that waited for another's query (or found the entry
+    /// loaded meanwhile) cost no query, and counts as a hit, so misses equal queries.
+    async fn load_coalesced(&self, hash: TokenHash) -> Result<(Lookup, bool), SessionError> {
+        let mut queried = false;
+        let lookup = self
+            .cache
             .try_get_with(hash, async {
+                queried = true;
                 self.stats.queries.fetch_add(1, Ordering::Relaxed);
                 let loaded = load(&self.pool, &hash).await;
                 self.health.report(loaded.is_ok());
@@ -334,7 +339,8 @@ impl Sessions {
                 metrics::counter!("gateway_session_lookups_total", "result" => "error")
                     .increment(1);
                 SessionError::Unavailable(e.to_string())
-            })
+            })?;
+        Ok((lookup, queried))
     }
 
     /// Not expired, absolutely or by inactivity. (Age in the cache is handled by the caller.)
