@@ -8,14 +8,15 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, bail};
-use hdrhistogram::Histogram;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 use tokio_postgres::{Client, NoTls, Statement};
+
+use crate::run::stats::{Latency, micros, new_histogram};
 
 /// `loadtest select`: the command line.
 #[derive(Debug, clap::Args)]
@@ -53,11 +54,8 @@ pub struct SelectSummary {
     pub connections: usize,
     pub seconds: f64,
     pub per_second: f64,
-    pub p50_ms: f64,
-    pub p90_ms: f64,
-    pub p99_ms: f64,
-    pub p999_ms: f64,
-    pub max_ms: f64,
+    /// Microseconds, as `loadtest run` reports them.
+    pub latency_us: Latency,
 }
 
 /// A pool of exclusive connections, each with the lookup prepared.
@@ -128,7 +126,7 @@ pub async fn select(args: SelectArgs) -> anyhow::Result<SelectSummary> {
         .map(|_| {
             let (pool, hashes, next) = (pool.clone(), hashes.clone(), next.clone());
             tokio::spawn(async move {
-                let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+                let mut latency = new_histogram();
                 let (mut found, mut errors) = (0u64, 0u64);
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
@@ -148,7 +146,7 @@ pub async fn select(args: SelectArgs) -> anyhow::Result<SelectSummary> {
             })
         })
         .collect();
-    let mut all = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut all = new_histogram();
     let (mut found, mut errors) = (0, 0);
     for worker in workers {
         let (latency, f, e) = worker.await??;
@@ -157,7 +155,6 @@ pub async fn select(args: SelectArgs) -> anyhow::Result<SelectSummary> {
         errors += e;
     }
     let seconds = started.elapsed().as_secs_f64();
-    let ms = |q: f64| all.value_at_quantile(q) as f64 / 1000.0;
     let summary = SelectSummary {
         lookups: all.len(),
         found,
@@ -166,12 +163,9 @@ pub async fn select(args: SelectArgs) -> anyhow::Result<SelectSummary> {
         connections: args.connections,
         seconds,
         per_second: all.len() as f64 / seconds,
-        p50_ms: ms(0.5),
-        p90_ms: ms(0.9),
-        p99_ms: ms(0.99),
-        p999_ms: ms(0.999),
-        max_ms: all.max() as f64 / 1000.0,
+        latency_us: Latency::of(&all),
     };
+    let ms = |us: u64| us as f64 / 1000.0;
     println!(
         "select: {} lookups ({} found, {} errors) in {:.1} s, {:.0}/s at concurrency {} over {} connections; \
          p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  max {:.2} ms",
@@ -182,19 +176,15 @@ pub async fn select(args: SelectArgs) -> anyhow::Result<SelectSummary> {
         summary.per_second,
         summary.concurrency,
         summary.connections,
-        summary.p50_ms,
-        summary.p90_ms,
-        summary.p99_ms,
-        summary.p999_ms,
-        summary.max_ms
+        ms(summary.latency_us.p50),
+        ms(summary.latency_us.p90),
+        ms(summary.latency_us.p99),
+        ms(summary.latency_us.p999),
+        ms(summary.latency_us.max)
     );
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_vec_pretty(&summary)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(summary)
-}
-
-fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
 }

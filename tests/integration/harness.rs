@@ -44,7 +44,7 @@ async fn select_finds_every_seeded_session_and_no_other() {
 
     let found = select(select_args(&db, &seeded, 30)).await.unwrap();
     assert_eq!((found.lookups, found.found, found.errors), (30, 30, 0));
-    assert!(found.p50_ms > 0.0 && found.p99_ms >= found.p50_ms);
+    assert!(found.latency_us.p50 > 0 && found.latency_us.p99 >= found.latency_us.p50);
 
     // Well-formed tokens nobody issued: looked up, never found.
     let strangers = dir.path().join("strangers.txt");

@@ -124,7 +124,8 @@ pub struct Latency {
 }
 
 impl Latency {
-    fn of(h: &Histogram<u64>) -> Latency {
+    /// The percentiles of a histogram of microseconds.
+    pub fn of(h: &Histogram<u64>) -> Latency {
         if h.is_empty() {
             return Latency::default();
         }
@@ -205,7 +206,15 @@ impl Snapshot {
     }
 }
 
-fn new_histogram() -> Histogram<u64> {
+/// A latency as the histograms record it: whole microseconds, at least 1.
+pub fn micros(latency: Duration) -> u64 {
+    u64::try_from(latency.as_micros())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+/// An empty latency histogram (microseconds, 1 µs to [`MAX_LATENCY_US`]).
+pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_US, SIGNIFICANT_DIGITS)
         .unwrap_or_else(|_| unreachable!("constant histogram bounds are valid"))
 }
@@ -338,11 +347,7 @@ impl Recorder {
         let mut shard = self.shards[shard % SHARDS]
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let outcome = outcome.map(|latency| {
-            u64::try_from(latency.as_micros())
-                .unwrap_or(u64::MAX)
-                .max(1)
-        });
+        let outcome = outcome.map(micros);
         if let (true, Some(interval)) = (def.counted, shard.interval.as_mut()) {
             match outcome {
                 Ok(us) => {
