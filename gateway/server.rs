@@ -144,8 +144,10 @@ impl Server {
         let grace = gw.config.server.shutdown_grace;
         let open: usize = workers.iter().map(WorkerHandle::open).sum();
         tracing::info!(open, ?grace, "shutting down: draining connections");
-        for worker in workers {
-            worker.finish().await;
+        // Every worker starts its grace period now, not after the one before it has drained.
+        let ending: Vec<_> = workers.into_iter().map(WorkerHandle::close).collect();
+        for ended in ending {
+            let _ = ended.await;
         }
         poller.abort();
         upkeep.abort();
@@ -271,10 +273,11 @@ impl WorkerHandle {
         }
     }
 
-    /// Closes the queue (the worker starts draining) and waits for the worker to end.
-    async fn finish(self) {
+    /// Closes the queue, so the worker starts draining, and returns what completes when the
+    /// worker has ended.
+    fn close(self) -> oneshot::Receiver<()> {
         drop(self.queue);
-        let _ = self.done.await;
+        self.done
     }
 }
 
