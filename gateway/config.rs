@@ -14,6 +14,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod branding;
+
+pub use branding::{Accent, Branding, Logo, RawBranding};
+
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9091";
 pub const DEFAULT_PUBLIC_URL: &str = "https://localhost:8443";
@@ -111,6 +115,7 @@ pub struct RawConfig {
     pub codes: RawCodes,
     pub rate_limits: RawRateLimits,
     pub log: RawLog,
+    pub branding: RawBranding,
     pub routes: Vec<RawRoute>,
 }
 
@@ -408,6 +413,7 @@ pub struct Config {
     pub codes: Codes,
     pub rate_limits: RateLimits,
     pub log: Log,
+    pub branding: Branding,
     pub routes: Vec<Route>,
 }
 
@@ -771,6 +777,7 @@ impl Config {
             codes: v.codes(&raw.codes),
             rate_limits: v.rate_limits(&raw.rate_limits),
             log: v.log(&raw.log),
+            branding: v.branding(&raw.branding),
             routes: raw
                 .routes
                 .iter()

@@ -23,6 +23,13 @@ pub mod flows;
 /// Largest JSON body the endpoints read.
 const MAX_JSON_BYTES: usize = 64 * 1024;
 
+/// `Clear-Site-Data` (W3C), which `http` has no constant for.
+pub const CLEAR_SITE_DATA: http::HeaderName = http::HeaderName::from_static("clear-site-data");
+/// What a sign-out asks the browser to forget: its HTTP cache (so the back button cannot show
+/// a private page from it) and the cookies of this site. Browsers honour it on secure
+/// origins (https, or localhost) and apply it to the whole registrable domain.
+pub const CLEAR_SITE_DATA_ON_LOGOUT: &str = "\"cache\", \"cookies\"";
+
 /// Routes a request under `/auth` to its endpoint.
 ///
 /// # Errors
@@ -40,7 +47,10 @@ pub async fn handle(
             Method::GET,
             "/auth"
             | "/auth/login"
+            | "/auth/register"
+            | "/auth/register/confirm"
             | "/auth/otp"
+            | "/auth/magic"
             | "/auth/reset"
             | "/auth/reset/confirm"
             | "/auth/logout",
@@ -48,8 +58,14 @@ pub async fn handle(
         (Method::POST, "/auth/login") if forms::is_form(req.headers()) => {
             Ok(forms::login(gw, req, ctx).await)
         }
+        (Method::POST, "/auth/register") if forms::is_form(req.headers()) => {
+            Ok(forms::register(gw, req, ctx).await)
+        }
         (Method::POST, "/auth/otp/request") if forms::is_form(req.headers()) => {
             Ok(forms::otp_request(gw, req, ctx).await)
+        }
+        (Method::POST, "/auth/magic/request") if forms::is_form(req.headers()) => {
+            Ok(forms::magic_request(gw, req, ctx).await)
         }
         (Method::POST, "/auth/otp/verify") if forms::is_form(req.headers()) => {
             Ok(forms::otp_verify(gw, req, ctx).await)
@@ -432,6 +448,9 @@ pub fn rate_key(email: &str) -> String {
     users::normalize_email(email).unwrap_or_else(|_| email.trim().to_lowercase())
 }
 
+/// `POST /auth/logout` (JSON, or the sign-out form): revokes this session if there is one,
+/// removes the cookie and sends [`CLEAR_SITE_DATA_ON_LOGOUT`]; the form gets a `303` to the
+/// sign-in page.
 async fn logout(
     gw: &Gateway,
     req: Request<Incoming>,
@@ -451,8 +470,12 @@ async fn logout(
     } else {
         json_response(StatusCode::OK, &json!({"revoked": revoked}))
     };
-    resp.headers_mut()
-        .append(header::SET_COOKIE, clear_cookie(gw));
+    let h = resp.headers_mut();
+    h.append(header::SET_COOKIE, clear_cookie(gw));
+    h.insert(
+        CLEAR_SITE_DATA,
+        HeaderValue::from_static(CLEAR_SITE_DATA_ON_LOGOUT),
+    );
     Ok(resp)
 }
 

@@ -22,7 +22,9 @@
 //! - [`http2`]: rapid reset, CONTINUATION floods, HPACK bombs and oversized header lists.
 //! - [`flows`]: codes, magic links, register, reset and change, sessions, limits, enumeration.
 //! - [`websocket`]: tunnels end with their session on every instance; `Origin` checks.
-//! - [`browser`]: the login pages in headless Chromium: password and code login, `return_to`.
+//! - [`browser`]: the login pages in headless Chromium: password, code and link sign-in,
+//!   sign-up with the verification code, `return_to`, the back button after sign-out.
+//! - [`pages`]: sign-up and magic-link forms, branding, helpful messages, sign-out over HTTP.
 
 mod support;
 
@@ -38,6 +40,7 @@ mod http2;
 mod logs;
 mod mail;
 mod migrations;
+mod pages;
 mod proxy;
 mod revocation;
 mod routing;
