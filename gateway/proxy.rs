@@ -58,6 +58,8 @@ pub struct Gateway {
     pub limits: Limits,
     /// The HMAC keys of one-time codes and magic links.
     pub keys: Keys,
+    /// `Strict-Transport-Security` for every answer on the TLS listener (`server.hsts`).
+    pub hsts: Option<HeaderValue>,
 }
 
 impl Gateway {
@@ -71,6 +73,11 @@ impl Gateway {
             limits: Limits::new(&config.rate_limits),
             keys: Keys::new(&config.auth),
             names: Names::new(&config.headers),
+            hsts: config
+                .server
+                .hsts
+                .as_ref()
+                .and_then(|h| HeaderValue::from_str(&h.header_value()).ok()),
             hasher: Hasher::new(
                 config.auth.bcrypt_cost,
                 config.auth.bcrypt_concurrency,
@@ -293,6 +300,11 @@ pub async fn handle(
     let mut response = response;
     if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
         response.headers_mut().insert("x-request-id", v);
+    }
+    if let Some(hsts) = gw.hsts.as_ref().filter(|_| conn.https) {
+        response
+            .headers_mut()
+            .insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
     }
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
