@@ -92,6 +92,7 @@ pub const DEFAULT_HEADER_USER_EMAIL: &str = "x-user-email";
 pub const DEFAULT_HEADER_USER_ROLES: &str = "x-user-roles";
 pub const DEFAULT_HEADER_SESSION_ID: &str = "x-session-id";
 pub const DEFAULT_HEADER_SIGNATURE: &str = "x-identity-signature";
+pub const DEFAULT_HEADER_USER_EMAIL_VERIFIED: &str = "x-user-email-verified";
 
 /// Environment variable naming the config file when `--config` is absent.
 pub const CONFIG_ENV: &str = "GATEWAY_CONFIG";
@@ -277,6 +278,7 @@ pub struct RawHeaders {
     pub signature: String,
     pub sign: bool,
     pub signing_secret: String,
+    pub user_email_verified: String,
 }
 
 impl Default for RawHeaders {
@@ -289,6 +291,7 @@ impl Default for RawHeaders {
             signature: DEFAULT_HEADER_SIGNATURE.into(),
             sign: false,
             signing_secret: String::new(),
+            user_email_verified: DEFAULT_HEADER_USER_EMAIL_VERIFIED.into(),
         }
     }
 }
@@ -587,6 +590,7 @@ pub struct Headers {
     pub user_roles: http::HeaderName,
     pub session_id: http::HeaderName,
     pub signature: http::HeaderName,
+    pub user_email_verified: http::HeaderName,
     /// The HMAC key of `X-Identity-Signature`, shared with the backends; `None` when
     /// signing is off.
     pub signing_secret: Option<Vec<u8>>,
@@ -1326,6 +1330,8 @@ impl Validator {
             user_roles: self.header_name("headers.user_roles", &raw.user_roles),
             session_id: self.header_name("headers.session_id", &raw.session_id),
             signature: self.header_name("headers.signature", &raw.signature),
+            user_email_verified: self
+                .header_name("headers.user_email_verified", &raw.user_email_verified),
             signing_secret: match raw.sign {
                 false => None,
                 true if raw.signing_secret.len() < MIN_SECRET_BYTES => {

@@ -483,7 +483,7 @@ async fn session(
         StatusCode::OK,
         &json!({
             "user": user_json(&id.user_id, &id.email, &id.roles.names),
-            "session": {"id": id.session_id, "created_at": rfc3339(id.created_at), "expires_at": rfc3339(id.expires_at)},
+            "session": {"id": id.session_id, "created_at": rfc3339(id.created_at()), "expires_at": rfc3339(id.expires_at)},
         }),
     ))
 }
