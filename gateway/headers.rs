@@ -186,32 +186,57 @@ fn remove_connection_listed(headers: &mut HeaderMap) {
 }
 
 /// Removes the session credential from what goes upstream: the gateway cookie from `Cookie`
-/// and a `Bearer gw_...` `Authorization`. Backends get the identity headers, never the token.
+/// (every other cookie stays, joined into one header) and every `Authorization: Bearer gw_...`
+/// (other schemes stay). Backends get the identity headers, never the token.
 pub fn strip_credentials(headers: &mut HeaderMap, cookie_name: &str) {
-    let is_gateway_bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(bearer_token)
-        .is_some_and(|t| t.starts_with(crate::sessions::TOKEN_PREFIX));
-    if is_gateway_bearer {
-        headers.remove(header::AUTHORIZATION);
-    }
-    let cookies: Vec<HeaderValue> = headers.get_all(header::COOKIE).iter().cloned().collect();
-    if cookies.is_empty() {
-        return;
-    }
+    let passed = passed_credentials(headers, cookie_name);
+    headers.remove(header::AUTHORIZATION);
     headers.remove(header::COOKIE);
-    let kept: Vec<&str> = cookies
+    for value in passed.authorization {
+        headers.append(header::AUTHORIZATION, value);
+    }
+    if let Some(cookie) = passed.cookie {
+        headers.insert(header::COOKIE, cookie);
+    }
+}
+
+/// The client's credentials that may go upstream, as [`strip_credentials`] leaves them.
+#[derive(Debug, Default)]
+pub struct PassedCredentials {
+    /// The `Authorization` values that are not a gateway Bearer token.
+    pub authorization: Vec<HeaderValue>,
+    /// Every cookie but the session cookie, in one `Cookie` value; `None` when none remain.
+    pub cookie: Option<HeaderValue>,
+}
+
+/// What [`strip_credentials`] would leave of a request's `Authorization` and `Cookie`
+/// (`/auth/verify` tells a forward-auth proxy the same, so the backend gets the same).
+pub fn passed_credentials(headers: &HeaderMap, cookie_name: &str) -> PassedCredentials {
+    let authorization = headers
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .filter(|v| {
+            !v.to_str()
+                .ok()
+                .and_then(bearer_token)
+                .is_some_and(|t| t.starts_with(crate::sessions::TOKEN_PREFIX))
+        })
+        .cloned()
+        .collect();
+    let kept: Vec<&str> = headers
+        .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .map(str::trim)
         .filter(|c| !c.is_empty() && c.split('=').next().map(str::trim) != Some(cookie_name))
         .collect();
-    if !kept.is_empty() {
-        if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
-            headers.insert(header::COOKIE, v);
-        }
+    let cookie = (!kept.is_empty())
+        .then(|| HeaderValue::from_str(&kept.join("; ")).ok())
+        .flatten();
+    PassedCredentials {
+        authorization,
+        cookie,
     }
 }
 
@@ -524,6 +549,30 @@ mod tests {
             h.contains_key("authorization"),
             "foreign credentials pass through"
         );
+        // A gateway token behind another credential goes too; the other stays.
+        let mut h = map(&[
+            ("authorization", "Basic abc"),
+            ("authorization", "bearer  gw_secret"),
+            ("cookie", "__Host-gw_session=gw_secret"),
+        ]);
+        strip_credentials(&mut h, "__Host-gw_session");
+        let left: Vec<_> = h.get_all("authorization").iter().collect();
+        assert_eq!(left, ["Basic abc"]);
+        assert!(!h.contains_key("cookie"), "no empty Cookie header");
+    }
+
+    #[test]
+    fn passed_credentials_are_what_stripping_leaves() {
+        let h = map(&[
+            ("cookie", "a=1; __Host-gw_session=gw_x"),
+            ("cookie", "b=2"),
+            ("authorization", "Bearer gw_x"),
+        ]);
+        let passed = passed_credentials(&h, "__Host-gw_session");
+        assert_eq!(passed.cookie.unwrap(), "a=1; b=2");
+        assert!(passed.authorization.is_empty());
+        let passed = passed_credentials(&map(&[]), "__Host-gw_session");
+        assert!(passed.cookie.is_none() && passed.authorization.is_empty());
     }
 
     #[test]

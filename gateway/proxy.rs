@@ -423,6 +423,20 @@ pub fn login_location(uri: &Uri) -> String {
 /// The URI the upstream receives: its base, the normalized path (less the prefix when
 /// `strip_prefix`), and the query exactly as received.
 fn upstream_uri(route: &Route, normalized: &str, query: Option<&str>) -> Result<Uri, HttpError> {
+    let target = upstream_target(route, normalized, query);
+    let mut parts = route.upstream.clone().into_parts();
+    parts.path_and_query = Some(
+        target
+            .parse()
+            .map_err(|_| HttpError::BadRequest("invalid request target".into()))?,
+    );
+    Uri::from_parts(parts).map_err(|e| HttpError::Internal(e.to_string()))
+}
+
+/// The request target (path and query) the upstream of `route` receives for a request whose
+/// normalized path is `normalized`: the upstream's base path, the normalized path (less the
+/// prefix when `strip_prefix`), and the query exactly as received.
+pub fn upstream_target(route: &Route, normalized: &str, query: Option<&str>) -> String {
     let mut path = normalized;
     if route.strip_prefix {
         path = &normalized[route.path_prefix.len()..];
@@ -440,13 +454,7 @@ fn upstream_uri(route: &Route, normalized: &str, query: Option<&str>) -> Result<
         target.push('?');
         target.push_str(q);
     }
-    let mut parts = route.upstream.clone().into_parts();
-    parts.path_and_query = Some(
-        target
-            .parse()
-            .map_err(|_| HttpError::BadRequest("invalid request target".into()))?,
-    );
-    Uri::from_parts(parts).map_err(|e| HttpError::Internal(e.to_string()))
+    target
 }
 
 async fn forward(
