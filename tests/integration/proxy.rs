@@ -758,6 +758,58 @@ async fn signed_identity_headers_verify_for_backends() {
     ));
 }
 
+/// The Python verifier of docs/identity-headers.md, run as written, accepts the signatures
+/// of real forwarded requests and refuses a flipped verification flag.
+#[tokio::test]
+async fn the_python_verifier_of_the_docs_accepts_real_signatures() {
+    let docs = include_str!("../../docs/identity-headers.md");
+    let verifier = docs
+        .split("```python\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a python block in docs/identity-headers.md");
+    let db = TestDb::new().await;
+    let key = "backend-shared-key-0123456789abcdef";
+    let gw = TestGateway::builder(&db)
+        .route("/", echo().await, "required")
+        .env("GATEWAY_HEADERS__SIGN", "true")
+        .env("GATEWAY_HEADERS__SIGNING_SECRET", key)
+        .start()
+        .await;
+    user(&db, "py@example.com", PASSWORD, &[]).await;
+    let token = gw.login("py@example.com", PASSWORD).await;
+    let resp = get(gw.addr, "/orders/7?full=1&b=2")
+        .bearer(&token)
+        .send()
+        .await;
+    let mut headers = resp.echoed_headers();
+    let check = |headers: serde_json::Map<String, serde_json::Value>| {
+        let script = format!(
+            "{verifier}\nimport json, sys\nh = json.load(sys.stdin)\n\
+             print(verify({key:?}.encode(), h, 'GET', '/orders/7?full=1&b=2'))\n"
+        );
+        async move {
+            let mut child = tokio::process::Command::new("python3")
+                .args(["-c", &script])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("python3 (scripts/test.sh installs it with aiosmtpd)");
+            let input = serde_json::Value::Object(headers).to_string();
+            let mut stdin = child.stdin.take().unwrap();
+            tokio::io::AsyncWriteExt::write_all(&mut stdin, input.as_bytes())
+                .await
+                .unwrap();
+            drop(stdin);
+            let out = child.wait_with_output().await.unwrap();
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        }
+    };
+    assert_eq!(check(headers.clone()).await, "True");
+    headers.insert("x-user-email-verified".into(), "false".into());
+    assert_eq!(check(headers).await, "False");
+}
+
 /// `X-User-Email-Verified` says whether the address was proved, and a verification made
 /// after the session was cached reaches the backends within the revocation window.
 #[tokio::test]
