@@ -585,20 +585,32 @@ mod tests {
         assert_eq!(bearer_token("Basic x"), None);
     }
 
+    const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn claims() -> Claims<'static> {
+        Claims {
+            user_id: "u1",
+            email: "a@example.com",
+            email_verified: "true",
+            roles: "admin",
+            session_id: "s1",
+            request_id: "r1",
+            method: "GET",
+            path: "/x?y=1",
+        }
+    }
+
     /// The text each version signs, spelled out as docs/identity-headers.md does, so a
     /// verifier written from the docs (and one written for v1 before v2 existed) matches.
     #[test]
     fn signatures_match_the_documented_texts() {
-        let key = b"0123456789abcdef0123456789abcdef";
+        let key = KEY;
         let c = Claims {
-            user_id: "u1",
-            email: "a@example.com",
             email_verified: "false",
             roles: "",
-            session_id: "s1",
-            request_id: "r1",
             method: "POST",
             path: "/orders/7?full=1&b=2",
+            ..claims()
         };
         let hmac_hex = |text: &str| {
             let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap();
@@ -616,17 +628,8 @@ mod tests {
 
     #[test]
     fn signatures_verify_and_bind_every_field() {
-        let key = b"0123456789abcdef0123456789abcdef";
-        let c = Claims {
-            user_id: "u1",
-            email: "a@example.com",
-            email_verified: "true",
-            roles: "admin",
-            session_id: "s1",
-            request_id: "r1",
-            method: "GET",
-            path: "/x?y=1",
-        };
+        let key = KEY;
+        let c = claims();
         let now = SystemTime::now();
         let ts = now.duration_since(UNIX_EPOCH).unwrap().as_secs();
         let v = sign(key, ts, &c);

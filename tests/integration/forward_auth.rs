@@ -129,16 +129,7 @@ async fn verify_ignores_original_uri_from_untrusted_peers() {
 #[tokio::test]
 async fn verify_names_what_the_backend_must_receive() {
     let db = TestDb::new().await;
-    let up = echo().await;
-    let gw = TestGateway::builder(&db)
-        .route("/", up, "required")
-        .route("/public", up, "public")
-        .route_with("/api", up, "required", "strip_prefix = true")
-        .env("GATEWAY_SERVER__TRUSTED_PROXIES", "127.0.0.1")
-        .env("GATEWAY_HEADERS__SIGN", "true")
-        .env("GATEWAY_HEADERS__SIGNING_SECRET", KEY)
-        .start()
-        .await;
+    let gw = signing(&db, echo().await, true).await;
     user(&db, "ann@example.com", PASSWORD, &[]).await;
     let token = gw.login("ann@example.com", PASSWORD).await;
     let verify = |uri: &str| get(gw.addr, "/auth/verify").header("x-original-uri", uri);

@@ -686,16 +686,24 @@ async fn admin_endpoints() {
     }
 }
 
+/// The key the signing tests share with their "backend".
+const SIGNING_KEY: &str = "backend-shared-key-0123456789abcdef";
+
+/// `/` required, every identity signed with [`SIGNING_KEY`].
+async fn signing(db: &TestDb) -> TestGateway {
+    TestGateway::builder(db)
+        .route("/", echo().await, "required")
+        .env("GATEWAY_HEADERS__SIGN", "true")
+        .env("GATEWAY_HEADERS__SIGNING_SECRET", SIGNING_KEY)
+        .start()
+        .await
+}
+
 #[tokio::test]
 async fn signed_identity_headers_verify_for_backends() {
     let db = TestDb::new().await;
-    let key = "backend-shared-key-0123456789abcdef";
-    let gw = TestGateway::builder(&db)
-        .route("/", echo().await, "required")
-        .env("GATEWAY_HEADERS__SIGN", "true")
-        .env("GATEWAY_HEADERS__SIGNING_SECRET", key)
-        .start()
-        .await;
+    let key = SIGNING_KEY;
+    let gw = signing(&db).await;
     user(&db, "mo@example.com", PASSWORD, &["ops"]).await;
     let token = gw.login("mo@example.com", PASSWORD).await;
     let resp = get(gw.addr, "/orders/7?full=1").bearer(&token).send().await;
@@ -769,13 +777,8 @@ async fn the_python_verifier_of_the_docs_accepts_real_signatures() {
         .and_then(|rest| rest.split("```").next())
         .expect("a python block in docs/identity-headers.md");
     let db = TestDb::new().await;
-    let key = "backend-shared-key-0123456789abcdef";
-    let gw = TestGateway::builder(&db)
-        .route("/", echo().await, "required")
-        .env("GATEWAY_HEADERS__SIGN", "true")
-        .env("GATEWAY_HEADERS__SIGNING_SECRET", key)
-        .start()
-        .await;
+    let key = SIGNING_KEY;
+    let gw = signing(&db).await;
     user(&db, "py@example.com", PASSWORD, &[]).await;
     let token = gw.login("py@example.com", PASSWORD).await;
     let resp = get(gw.addr, "/orders/7?full=1&b=2")

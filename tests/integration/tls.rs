@@ -220,20 +220,16 @@ async fn upstream_with_its_own_hsts() -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let answer = "HTTP/1.1 200 OK\r\nstrict-transport-security: max-age=0\r\n\
-                              content-length: 2\r\nconnection: close\r\n\r\nok";
-                let _ = stream.write_all(answer.as_bytes()).await;
+        while let Ok((stream, _)) = listener.accept().await {
+            let service = hyper::service::service_fn(|_req| async {
+                http::Response::builder()
+                    .header("strict-transport-security", "max-age=0")
+                    .body(http_body_util::Full::new(Bytes::from_static(b"ok")))
             });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service),
+            );
         }
     });
     addr
