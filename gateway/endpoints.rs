@@ -5,7 +5,7 @@
 
 use std::time::SystemTime;
 
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::json;
@@ -15,7 +15,7 @@ use crate::pages::{self, forms};
 use crate::proxy::{self, Body, Conn, Ctx, Gateway, full};
 use crate::ratelimit::Action;
 use crate::sessions::{Identity, NewSession, SessionMeta};
-use crate::{failures, path, users};
+use crate::{failures, headers, path, users};
 
 pub mod account;
 pub mod flows;
@@ -24,11 +24,17 @@ pub mod flows;
 const MAX_JSON_BYTES: usize = 64 * 1024;
 
 /// `Clear-Site-Data` (W3C), which `http` has no constant for.
-pub const CLEAR_SITE_DATA: http::HeaderName = http::HeaderName::from_static("clear-site-data");
+pub const CLEAR_SITE_DATA: HeaderName = HeaderName::from_static("clear-site-data");
 /// What a sign-out asks the browser to forget: its HTTP cache (so the back button cannot show
 /// a private page from it) and the cookies of this site. Browsers honour it on secure
 /// origins (https, or localhost) and apply it to the whole registrable domain.
 pub const CLEAR_SITE_DATA_ON_LOGOUT: &str = "\"cache\", \"cookies\"";
+/// `/auth/verify`: the request target (path and query) the backend must receive.
+pub const UPSTREAM_URI: HeaderName = HeaderName::from_static("x-upstream-uri");
+/// `/auth/verify`: the `Cookie` the backend must receive (the session cookie removed).
+pub const UPSTREAM_COOKIE: HeaderName = HeaderName::from_static("x-upstream-cookie");
+/// `/auth/verify`: the `Authorization` the backend must receive (never a session token).
+pub const UPSTREAM_AUTHORIZATION: HeaderName = HeaderName::from_static("x-upstream-authorization");
 
 /// Routes a request under `/auth` to its endpoint.
 ///
@@ -506,7 +512,7 @@ async fn session(
         StatusCode::OK,
         &json!({
             "user": user_json(&id.user_id, &id.email, &id.roles.names),
-            "session": {"id": id.session_id, "created_at": rfc3339(id.created_at), "expires_at": rfc3339(id.expires_at)},
+            "session": {"id": id.session_id, "created_at": rfc3339(id.created_at()), "expires_at": rfc3339(id.expires_at)},
         }),
     ))
 }
@@ -553,7 +559,12 @@ fn original_request(
 }
 
 /// `/auth/verify`: evaluates the route policy of the original request and answers 200 with
-/// the identity headers, or 401 / 403.
+/// the identity headers, or 401 / 403. Beside the identity headers, a 200 names what the
+/// backend must receive for the request to be what the gateway itself would forward:
+/// [`UPSTREAM_URI`] (the request target, which the signature covers), [`UPSTREAM_COOKIE`] and
+/// [`UPSTREAM_AUTHORIZATION`] (the client's credentials less the session's; absent when none
+/// remain). A 401 for a browser navigation (the proxy's own rule) carries the `Location` of
+/// the sign-in page that the gateway would redirect it to.
 async fn verify(
     gw: &Gateway,
     conn: Conn,
@@ -572,16 +583,30 @@ async fn verify(
     let identity = gw
         .authenticate_for(route, &method, req.headers(), ctx)
         .await?;
-    proxy::authorize(route, identity.as_deref())?;
-    if let Some(identity) = identity {
-        let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
-        gw.inject_identity(
-            resp.headers_mut(),
-            &identity,
-            &method,
-            path_and_query,
-            &ctx.request_id,
-        );
+    match proxy::authorize(route, identity.as_deref()) {
+        Err(HttpError::Unauthenticated) if proxy::is_browser_navigation(&method, req.headers()) => {
+            let mut resp = HttpError::Unauthenticated.into_response();
+            if let Ok(location) = HeaderValue::from_str(&proxy::login_location(&uri)) {
+                resp.headers_mut().insert(header::LOCATION, location);
+            }
+            return Ok(resp);
+        }
+        other => other?,
     }
+    let target = proxy::upstream_target(route, &normalized, uri.query());
+    let headers = resp.headers_mut();
+    let passed = headers::passed_credentials(req.headers(), &gw.config.sessions.cookie_name);
+    if let Some(first) = passed.authorization.into_iter().next() {
+        headers.insert(UPSTREAM_AUTHORIZATION, first);
+    }
+    if let Some(cookie) = passed.cookie {
+        headers.insert(UPSTREAM_COOKIE, cookie);
+    }
+    if let Some(identity) = identity {
+        gw.inject_identity(headers, &identity, &method, &target, &ctx.request_id);
+    }
+    let target = HeaderValue::from_str(&target)
+        .map_err(|_| HttpError::BadRequest("invalid request target".into()))?;
+    headers.insert(UPSTREAM_URI, target);
     Ok(resp)
 }
