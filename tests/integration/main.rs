@@ -23,6 +23,7 @@
 //! - [`flows`]: codes, magic links, register, reset and change, sessions, limits, enumeration.
 //! - [`websocket`]: tunnels end with their session on every instance; `Origin` checks.
 //! - [`browser`]: the login pages in headless Chromium: password and code login, `return_to`.
+//! - [`tokens`]: forged tokens cost no I/O; key rotation; legacy tokens; the miss budget.
 
 mod support;
 
@@ -44,4 +45,5 @@ mod routing;
 mod shutdown;
 mod sql_lint;
 mod tls;
+mod tokens;
 mod websocket;
