@@ -200,6 +200,9 @@ pub struct Stats {
     pub forged: AtomicU64,
     /// Tokens of the legacy shape refused because `accept_legacy_tokens` is off.
     pub legacy_refused: AtomicU64,
+    /// Tokens of the legacy shape checked (hit or miss) because `accept_legacy_tokens` is on:
+    /// when this stays at zero, the switch can go off.
+    pub legacy_checked: AtomicU64,
     /// Misses refused because the client's miss budget was spent (no query).
     pub throttled: AtomicU64,
 }
@@ -219,6 +222,7 @@ pub struct Sessions {
     /// `gateway_session_lookups_total` of the refusals that cost nothing, registered once.
     forged_counter: metrics::Counter,
     legacy_counter: metrics::Counter,
+    legacy_checked_counter: metrics::Counter,
     health: Arc<Health>,
 }
 
@@ -244,6 +248,7 @@ impl Sessions {
             miss_counter: metrics::counter!("gateway_session_cache_total", "result" => "miss"),
             forged_counter: metrics::counter!("gateway_session_lookups_total", "result" => "forged"),
             legacy_counter: metrics::counter!("gateway_session_lookups_total", "result" => "legacy_refused"),
+            legacy_checked_counter: metrics::counter!("gateway_session_lookups_total", "result" => "legacy_checked"),
             health: Arc::new(Health::new()),
         }
     }
@@ -307,7 +312,12 @@ impl Sessions {
                 self.legacy_counter.increment(1);
                 return Ok(None);
             }
-            Some(shape) => shape == Shape::Signed,
+            Some(Shape::Legacy) => {
+                self.stats.legacy_checked.fetch_add(1, Ordering::Relaxed);
+                self.legacy_checked_counter.increment(1);
+                false
+            }
+            Some(Shape::Signed) => true,
         };
         let hash = token::hash(token);
         let cached = match self.cache.get(&hash).await {
@@ -775,6 +785,7 @@ mod tests {
         );
         assert_eq!(sessions.stats().queries.load(Ordering::Relaxed), 1);
         assert_eq!(sessions.stats().legacy_refused.load(Ordering::Relaxed), 0);
+        assert_eq!(sessions.stats().legacy_checked.load(Ordering::Relaxed), 1);
         // Accepting legacy tokens changes nothing for forged current ones.
         let forged = random_token(48);
         assert!(matches!(

@@ -596,11 +596,10 @@ async fn check_config_reports_every_problem_with_its_key() {
         tls_cert = "cert.pem"
         [sessions]
         cache_ttl = "soon"
+        token_key = "also short"
         [auth]
         bcrypt_cost = 2
         secret = "short"
-        [sessions]
-        token_key = "also short"
         [log]
         format = "xml"
         [mail]

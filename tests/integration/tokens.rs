@@ -245,6 +245,12 @@ async fn sessions_from_before_tags_end_unless_legacy_tokens_are_accepted() {
         401
     );
     assert_eq!(keeping.session_queries(), 2);
+    let checked = &keeping.gw.sessions.stats().legacy_checked;
+    assert_eq!(
+        checked.load(Ordering::Relaxed),
+        2,
+        "what tells when to switch it off"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
