@@ -66,22 +66,21 @@ else
 fi
 
 # --- 4. secret and TLS ---------------------------------------------------------------------
-if [ -z "${GATEWAY_AUTH__SECRET:-}" ]; then
-    if [ ! -s .dev/secret ]; then
-        (umask 077 && openssl rand -base64 48 | tr -d '\n' >.dev/secret)
-        echo "generated a dev secret in .dev/secret" >&2
+# dev_secret VAR FILE WHAT: exports VAR as set in the environment, else as kept in FILE
+# (made once, 48 random bytes in base64).
+dev_secret() {
+    local var="$1" file="$2"
+    if [ -z "${!var:-}" ]; then
+        if [ ! -s "$file" ]; then
+            (umask 077 && openssl rand -base64 48 | tr -d '\n' >"$file")
+            echo "generated a dev $3 in $file" >&2
+        fi
+        printf -v "$var" '%s' "$(cat "$file")"
+        export "${var?}"
     fi
-    GATEWAY_AUTH__SECRET="$(cat .dev/secret)"
-    export GATEWAY_AUTH__SECRET
-fi
-if [ -z "${GATEWAY_SESSIONS__TOKEN_KEY:-}" ]; then
-    if [ ! -s .dev/token_key ]; then
-        (umask 077 && openssl rand -base64 48 | tr -d '\n' >.dev/token_key)
-        echo "generated a dev token key in .dev/token_key" >&2
-    fi
-    GATEWAY_SESSIONS__TOKEN_KEY="$(cat .dev/token_key)"
-    export GATEWAY_SESSIONS__TOKEN_KEY
-fi
+}
+dev_secret GATEWAY_AUTH__SECRET .dev/secret secret
+dev_secret GATEWAY_SESSIONS__TOKEN_KEY .dev/token_key "token key"
 
 say "dev TLS certificate"
 config/dev-cert.sh

@@ -390,6 +390,24 @@ impl RunArgs {
     }
 }
 
+impl RunConfig {
+    /// The configuration of `loadtest run ARGS…`: the flags parsed and validated as on the
+    /// command line, for programs and tests that drive a run in-process.
+    ///
+    /// # Errors
+    /// A flag the parser or [`RunArgs::validate`] refuses.
+    pub fn from_flags(args: &[&str]) -> anyhow::Result<RunConfig> {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Flags {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        let argv = std::iter::once("run").chain(args.iter().copied());
+        Flags::try_parse_from(argv)?.run.validate()
+    }
+}
+
 /// An `http://` or `https://` URL with a host.
 fn base_url(raw: &str) -> anyhow::Result<Uri> {
     let uri: Uri = raw

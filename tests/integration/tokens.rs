@@ -6,7 +6,6 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use clap::Parser as _;
 use gateway::sessions::{TokenKeys, token};
 
 use crate::support::http::get;
@@ -16,27 +15,12 @@ const PASSWORD: &str = "correct horse battery";
 /// A key the test gateways do not have (or had, before a rotation).
 const OLD_KEY: &str = "the previous token key 0123456789abcdef";
 
-/// `loadtest run ARGS…`, as validated from its command line.
-fn run_config(args: &[&str]) -> loadtest::run::RunConfig {
-    #[derive(clap::Parser)]
-    struct Cli {
-        #[command(flatten)]
-        run: loadtest::run::RunArgs,
-    }
-    let argv = std::iter::once("run").chain(args.iter().copied());
-    Cli::try_parse_from(argv)
-        .unwrap_or_else(|e| panic!("bad loadtest flags {args:?}: {e}"))
-        .run
-        .validate()
-        .unwrap_or_else(|e| panic!("invalid loadtest flags {args:?}: {e:#}"))
-}
-
 /// Floods `gw` with `n` made-up tokens of `--forge kind` (a new one per request) through the
 /// load generator's `forged` scenario; returns how many were refused with 401.
 async fn flood(gw: &TestGateway, kind: &str, n: u64) -> u64 {
     let target = format!("http://{}/x", gw.addr);
     let n_text = n.to_string();
-    let summary = loadtest::run::run(run_config(&[
+    let config = loadtest::run::RunConfig::from_flags(&[
         "--scenario",
         "forged",
         "--forge",
@@ -51,9 +35,9 @@ async fn flood(gw: &TestGateway, kind: &str, n: u64) -> u64 {
         &n_text,
         "--duration",
         "120s",
-    ]))
-    .await
-    .expect("the flood runs");
+    ])
+    .expect("valid loadtest flags");
+    let summary = loadtest::run::run(config).await.expect("the flood runs");
     assert_eq!(summary.requests, n, "{summary:#?}");
     summary.ok
 }

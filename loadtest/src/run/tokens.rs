@@ -213,3 +213,34 @@ impl Tokens {
             .get(self.next_unused.fetch_add(1, Ordering::Relaxed))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use gateway::sessions::{Shape, token};
+
+    use super::*;
+
+    fn token_of(bearer: &HeaderValue) -> String {
+        let value = bearer.to_str().unwrap();
+        value.strip_prefix("Bearer ").unwrap().to_string()
+    }
+
+    #[test]
+    fn forged_tokens_have_the_shapes_the_gateway_parses_and_each_is_new() {
+        let key = "k".repeat(gateway::config::MIN_SECRET_BYTES);
+        let keys = TokenKeys::new(key.as_bytes(), &[]);
+        for (kind, shape, tagged) in [
+            (ForgeKind::Forged, Shape::Signed, false),
+            (ForgeKind::Legacy, Shape::Legacy, false),
+            (ForgeKind::Tagged, Shape::Signed, true),
+        ] {
+            let forge = Forge::new(kind, Some(&key)).unwrap();
+            let (a, b) = (token_of(&forge.make()), token_of(&forge.make()));
+            assert_ne!(a, b, "{kind:?}: a new token per request");
+            assert_eq!(token::shape(&a), Some(shape), "{kind:?}: {a}");
+            assert_eq!(keys.verify(&a), tagged, "{kind:?}: {a}");
+        }
+        assert!(Forge::new(ForgeKind::Tagged, None).is_err());
+        assert!(Forge::new(ForgeKind::Tagged, Some("short")).is_err());
+    }
+}
