@@ -244,10 +244,13 @@ async fn the_miss_budget_bounds_queries_per_client_address_and_answers_429() {
     let warm = cold_session(&db, "warm@example.com").await;
     let cold = cold_session(&db, "cold@example.com").await;
     let up = echo().await;
+    // The users exist before the gateway starts and there is no overlap window, so the
+    // revocation poller never drops the warm session (which would make it miss again).
     let gw = TestGateway::builder(&db)
         .route("/", up, "required")
         .env("GATEWAY_RATE_LIMITS__SESSION_MISS_PER_IP", "20/1h")
         .env("GATEWAY_SERVER__TRUSTED_PROXIES", "127.0.0.1")
+        .env("GATEWAY_SESSIONS__REVOCATION_OVERLAP", "0s")
         .start()
         .await;
     assert_eq!(get(gw.addr, "/x").bearer(&warm).send().await.status, 200);
