@@ -5,6 +5,7 @@
 #   docker run --rm -p 8443:8443 -e GATEWAY_SERVER__LISTEN=0.0.0.0:8443 \
 #     -e GATEWAY_DATABASE__URL=postgres://gateway:secret@db:5432/gateway \
 #     -e GATEWAY_AUTH__SECRET="$(openssl rand -base64 48)" \
+#     -e GATEWAY_SESSIONS__TOKEN_KEY="$(openssl rand -base64 48)" \
 #     -v "$PWD/gateway.toml:/etc/gateway/gateway.toml:ro" edge-gateway
 #   docker run --rm -e GATEWAY_DATABASE__URL=... edge-gateway migrate up
 #

@@ -56,6 +56,8 @@ pub const DEFAULT_REVOCATION_POLL: &str = "1s";
 pub const DEFAULT_REVOCATION_OVERLAP: &str = "5s";
 pub const DEFAULT_SERVE_CACHED_WHEN_DB_DOWN: bool = true;
 pub const DEFAULT_TUNNEL_RECHECK: &str = "1s";
+/// Tokens from before token tags end at the upgrade unless the operator keeps them.
+pub const DEFAULT_ACCEPT_LEGACY_TOKENS: bool = false;
 
 pub const DEFAULT_BCRYPT_COST: u32 = 12;
 pub const DEFAULT_BCRYPT_QUEUE: u64 = 256;
@@ -87,6 +89,10 @@ pub const DEFAULT_RATE_REGISTER_IP: &str = "10/1m";
 pub const DEFAULT_RATE_REGISTER_EMAIL: &str = "5/15m";
 pub const DEFAULT_RATE_MAGIC_REQUEST_IP: &str = "20/1m";
 pub const DEFAULT_RATE_MAGIC_REQUEST_EMAIL: &str = "5/15m";
+/// Session queries (cache misses of well-formed, correctly tagged tokens) per client address:
+/// a burst of 600, then 10 a second, enough for hundreds of users behind one NAT whose
+/// sessions each miss once per `cache_ttl`.
+pub const DEFAULT_RATE_SESSION_MISS_IP: &str = "600/1m";
 
 pub const DEFAULT_LOG_FORMAT: &str = "text";
 pub const DEFAULT_LOG_LEVEL: &str = "info";
@@ -230,6 +236,9 @@ pub struct RawSessions {
     pub revocation_overlap: String,
     pub serve_cached_when_db_down: bool,
     pub tunnel_recheck: String,
+    pub token_key: String,
+    pub previous_token_keys: Vec<String>,
+    pub accept_legacy_tokens: bool,
 }
 
 impl Default for RawSessions {
@@ -247,6 +256,9 @@ impl Default for RawSessions {
             revocation_overlap: DEFAULT_REVOCATION_OVERLAP.into(),
             serve_cached_when_db_down: DEFAULT_SERVE_CACHED_WHEN_DB_DOWN,
             tunnel_recheck: DEFAULT_TUNNEL_RECHECK.into(),
+            token_key: String::new(),
+            previous_token_keys: Vec::new(),
+            accept_legacy_tokens: DEFAULT_ACCEPT_LEGACY_TOKENS,
         }
     }
 }
@@ -360,6 +372,7 @@ pub struct RawRateLimits {
     pub register_per_email: String,
     pub magic_request_per_ip: String,
     pub magic_request_per_email: String,
+    pub session_miss_per_ip: String,
 }
 
 impl Default for RawRateLimits {
@@ -375,6 +388,7 @@ impl Default for RawRateLimits {
             register_per_email: DEFAULT_RATE_REGISTER_EMAIL.into(),
             magic_request_per_ip: DEFAULT_RATE_MAGIC_REQUEST_IP.into(),
             magic_request_per_email: DEFAULT_RATE_MAGIC_REQUEST_EMAIL.into(),
+            session_miss_per_ip: DEFAULT_RATE_SESSION_MISS_IP.into(),
         }
     }
 }
@@ -577,6 +591,13 @@ pub struct Sessions {
     pub serve_cached_when_db_down: bool,
     /// How often an open WebSocket tunnel re-validates the session that opened it.
     pub tunnel_recheck: Duration,
+    /// The key of new tokens' tags. Empty when not configured: `gateway serve` refuses that
+    /// ([`Config::serve_problems`]).
+    pub token_key: Vec<u8>,
+    /// Former token keys whose tags are still accepted while rotating.
+    pub previous_token_keys: Vec<Vec<u8>>,
+    /// Whether tokens issued before tags existed are still looked up.
+    pub accept_legacy_tokens: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -670,6 +691,8 @@ pub struct RateLimits {
     pub register_per_email: RateLimit,
     pub magic_request_per_ip: RateLimit,
     pub magic_request_per_email: RateLimit,
+    /// Session queries per client address (cache misses of well-formed, tagged tokens).
+    pub session_miss_per_ip: RateLimit,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -838,6 +861,17 @@ impl Config {
                     "must be at least {MIN_SECRET_BYTES} bytes (got {}); set it from the environment: \
                      GATEWAY_AUTH__SECRET=$(openssl rand -base64 48)",
                     self.auth.secret.len()
+                ),
+            });
+        }
+        if self.sessions.token_key.len() < MIN_SECRET_BYTES {
+            problems.push(Problem {
+                key: "sessions.token_key".into(),
+                message: format!(
+                    "must be at least {MIN_SECRET_BYTES} bytes (got {}); it signs session tokens so that \
+                     forged ones cost no database query; set it from the environment: \
+                     GATEWAY_SESSIONS__TOKEN_KEY=$(openssl rand -base64 48)",
+                    self.sessions.token_key.len()
                 ),
             });
         }
@@ -1258,6 +1292,13 @@ impl Validator {
                 .duration("sessions.revocation_overlap", &raw.revocation_overlap),
             serve_cached_when_db_down: raw.serve_cached_when_db_down,
             tunnel_recheck: self.positive_duration("sessions.tunnel_recheck", &raw.tunnel_recheck),
+            token_key: self.secret("sessions.token_key", &raw.token_key),
+            previous_token_keys: raw
+                .previous_token_keys
+                .iter()
+                .map(|k| self.secret("sessions.previous_token_keys", k))
+                .collect(),
+            accept_legacy_tokens: raw.accept_legacy_tokens,
         };
         let name_ok = !s.cookie_name.is_empty()
             && s.cookie_name
@@ -1299,17 +1340,11 @@ impl Validator {
             0 => cores,
             n => self.count("auth.bcrypt_concurrency", n, 1, 1024),
         };
-        let mut secret_ok = |key: &str, s: &str| {
-            if !s.is_empty() && s.len() < MIN_SECRET_BYTES {
-                self.problem(key, format!("must be at least {MIN_SECRET_BYTES} bytes"));
-            }
-            s.as_bytes().to_vec()
-        };
-        let secret = secret_ok("auth.secret", &raw.secret);
+        let secret = self.secret("auth.secret", &raw.secret);
         let previous_secrets = raw
             .previous_secrets
             .iter()
-            .map(|s| secret_ok("auth.previous_secrets", s))
+            .map(|s| self.secret("auth.previous_secrets", s))
             .collect();
         Auth {
             bcrypt_cost: raw.bcrypt_cost.clamp(4, 31),
@@ -1318,6 +1353,15 @@ impl Validator {
             secret,
             previous_secrets,
         }
+    }
+
+    /// A secret's bytes; a problem when it is set but shorter than [`MIN_SECRET_BYTES`] (an
+    /// empty one is for [`Config::serve_problems`] to refuse, as other commands need none).
+    fn secret(&mut self, key: &str, s: &str) -> Vec<u8> {
+        if !s.is_empty() && s.len() < MIN_SECRET_BYTES {
+            self.problem(key, format!("must be at least {MIN_SECRET_BYTES} bytes"));
+        }
+        s.as_bytes().to_vec()
     }
 
     fn header_name(&mut self, key: &str, value: &str) -> http::HeaderName {
@@ -1445,6 +1489,8 @@ impl Validator {
                 "rate_limits.magic_request_per_email",
                 &raw.magic_request_per_email,
             ),
+            session_miss_per_ip: self
+                .rate("rate_limits.session_miss_per_ip", &raw.session_miss_per_ip),
         }
     }
 
@@ -1783,7 +1829,8 @@ mod tests {
             assert!(!local(url), "{url}");
         }
         let c = load(
-            "[server]\npublic_url = \"https://auth.example.com\"\n[auth]\nsecret = \"0123456789abcdef0123456789abcdef\"\n",
+            "[server]\npublic_url = \"https://auth.example.com\"\n[auth]\nsecret = \"0123456789abcdef0123456789abcdef\"\n\
+             [sessions]\ntoken_key = \"fedcba9876543210fedcba9876543210\"\n",
             &[],
         )
         .unwrap();
@@ -1842,6 +1889,55 @@ mod tests {
         let env = [("GATEWAY_AUTH__SECRET".to_string(), "x".repeat(40))];
         let raw = parse_with_overrides(example, env).expect("the example parses");
         Config::from_raw(&raw).expect("the example is valid");
+    }
+
+    #[test]
+    fn token_keys_are_checked_and_serve_needs_one() {
+        let c = load("", &[("GATEWAY_AUTH__SECRET", &"s".repeat(32))]).unwrap();
+        let problems = c.serve_problems();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].key, "sessions.token_key");
+        assert!(
+            problems[0].message.contains("GATEWAY_SESSIONS__TOKEN_KEY"),
+            "{problems:?}"
+        );
+
+        let e = load(
+            "",
+            &[
+                ("GATEWAY_SESSIONS__TOKEN_KEY", "short"),
+                ("GATEWAY_SESSIONS__PREVIOUS_TOKEN_KEYS", "also short"),
+            ],
+        )
+        .unwrap_err();
+        let keys: Vec<&str> = e.iter().map(|p| p.key.as_str()).collect();
+        assert!(keys.contains(&"sessions.token_key"), "{e:?}");
+        assert!(keys.contains(&"sessions.previous_token_keys"), "{e:?}");
+
+        let (new, old1, old2) = ("n".repeat(32), "a".repeat(40), "b".repeat(33));
+        let c = load(
+            "",
+            &[
+                ("GATEWAY_SESSIONS__TOKEN_KEY", &new),
+                (
+                    "GATEWAY_SESSIONS__PREVIOUS_TOKEN_KEYS",
+                    &format!("{old1},{old2}"),
+                ),
+                ("GATEWAY_SESSIONS__ACCEPT_LEGACY_TOKENS", "true"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.sessions.token_key, new.as_bytes());
+        assert_eq!(
+            c.sessions.previous_token_keys,
+            [old1.into_bytes(), old2.into_bytes()]
+        );
+        assert!(c.sessions.accept_legacy_tokens);
+        assert!(!load("", &[]).unwrap().sessions.accept_legacy_tokens);
+        assert_eq!(
+            load("", &[]).unwrap().rate_limits.session_miss_per_ip,
+            DEFAULT_RATE_SESSION_MISS_IP.parse().unwrap()
+        );
     }
 
     #[test]

@@ -463,7 +463,7 @@ async fn logout(
     ctx: &mut Ctx,
 ) -> Result<Response<Body>, HttpError> {
     require_same_origin(gw, req.headers())?;
-    let identity = gw.authenticate(req.headers()).await?;
+    let identity = gw.authenticate(req.headers(), ctx.client_ip).await?;
     let revoked = match &identity {
         Some(id) => {
             ctx.user_id = Some(id.user_id.to_string());
@@ -495,7 +495,7 @@ pub async fn require_identity(
     ctx: &mut Ctx,
 ) -> Result<std::sync::Arc<Identity>, HttpError> {
     let identity = gw
-        .authenticate(headers)
+        .authenticate(headers, ctx.client_ip)
         .await?
         .ok_or(HttpError::Unauthenticated)?;
     ctx.user_id = Some(identity.user_id.to_string());

@@ -184,7 +184,11 @@ impl From<crate::db::DbError> for HttpError {
 
 impl From<crate::sessions::SessionError> for HttpError {
     fn from(e: crate::sessions::SessionError) -> Self {
-        HttpError::Unavailable(e.to_string())
+        use crate::sessions::SessionError;
+        match e {
+            SessionError::Unavailable(_) => HttpError::Unavailable(e.to_string()),
+            SessionError::Throttled(wait) => HttpError::RateLimited(wait),
+        }
     }
 }
 

@@ -22,7 +22,8 @@
 //!        1 early checks   path::normalize (400 on ambiguity), body limit, request id
 //!        2 route          /auth/* → endpoints (the gateway's own); else the longest
 //!                         normalized prefix → policy, roles, methods
-//!        3 authenticate   cookie / Bearer → sessions::validate (moka; miss → one query)
+//!        3 authenticate   cookie / Bearer → sessions::validate (moka; miss → tag check,
+//!                         miss budget of the client address, one query)
 //!        4 authorize      required / optional / public, roles → 302 / 401 / 403
 //!        5 dispatch       upstream (or, for /auth/verify, the answer itself)
 //!        6 upstream req   headers::sanitize_request, then headers::inject_identity

@@ -515,7 +515,7 @@ pub async fn get(
     let brand = &gw.config.branding;
     let param = |name| query_param(uri, name).unwrap_or_default();
     let page = match endpoint {
-        "/auth" => match gw.authenticate(req.headers()).await? {
+        "/auth" => match gw.authenticate(req.headers(), ctx.client_ip).await? {
             Some(id) => {
                 ctx.user_id = Some(id.user_id.to_string());
                 signed_in_page(brand, &id.email, &id.roles.names)

@@ -113,7 +113,9 @@ impl Gateway {
         }
         let identity = match route.auth {
             AuthPolicy::Public => None,
-            AuthPolicy::Optional | AuthPolicy::Required => self.authenticate(headers).await?,
+            AuthPolicy::Optional | AuthPolicy::Required => {
+                self.authenticate(headers, ctx.client_ip).await?
+            }
         };
         ctx.user_id = identity.as_ref().map(|i| i.user_id.to_string());
         Ok(identity)
@@ -167,19 +169,23 @@ impl Gateway {
             .unwrap_or(peer)
     }
 
-    /// Finds and checks the session presented by a request: `Authorization: Bearer gw_...`
-    /// first, else the session cookie.
+    /// Finds and checks the session presented by a request from `client_ip` (as
+    /// [`Gateway::client_ip`] determined it): `Authorization: Bearer gw_...` first, else the
+    /// session cookie. A cache miss spends the address's session-miss budget.
     ///
     /// # Errors
-    /// 503 when the session store cannot answer a cache miss.
+    /// 503 when the session store cannot answer a cache miss; 429 when the address's
+    /// session-miss budget (`rate_limits.session_miss_per_ip`) is spent.
     pub async fn authenticate(
         &self,
         headers: &HeaderMap,
+        client_ip: IpAddr,
     ) -> Result<Option<Arc<Identity>>, HttpError> {
         let Some(token) = presented_token(headers, &self.config.sessions.cookie_name) else {
             return Ok(None);
         };
-        Ok(self.sessions.validate(token).await?)
+        let budget = || self.limits.spend_session_miss(client_ip);
+        Ok(self.sessions.validate(token, &budget).await?)
     }
 }
 
@@ -470,7 +476,7 @@ async fn forward(
     let websocket = websocket::is_upgrade(&req);
     let watch = if websocket {
         websocket::check_origin(gw, route, req.headers())?;
-        identity.and_then(|_| websocket::Watch::new(gw, route, req.headers(), &ctx.request_id))
+        identity.and_then(|_| websocket::Watch::new(gw, route, req.headers(), ctx))
     } else {
         None
     };

@@ -1,5 +1,6 @@
-//! Rate limits of the auth flows, per client IP and per email address, from `[rate_limits]`:
-//! keyed GCRA limiters (governor), in memory per instance. A limit of `count/per` allows a
+//! Rate limits of the auth flows, per client IP and per email address, and the session-miss
+//! budget per client IP, from `[rate_limits]`: keyed GCRA limiters (governor), in memory per
+//! instance. A limit of `count/per` allows a
 //! burst of `count` and then one more every `per / count`.
 //!
 //! Limits are checked before any user lookup and keyed only by what the client sent (its
@@ -8,6 +9,10 @@
 //! the block a single host usually controls. Keys that are back to a fresh state are dropped
 //! by [`Limits::retain_recent`], which the server calls periodically, so memory stays bounded
 //! by the keys active within one period.
+//!
+//! The session-miss budget ([`Limits::spend_session_miss`]) is charged once for every session
+//! query a client's request causes (a well-formed, correctly tagged token that is not in the
+//! cache), so guessing tokens cannot flood the cache or the database from one address.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -85,6 +90,7 @@ struct Inner {
     otp_verify: Pair,
     register: Pair,
     magic_request: Pair,
+    session_miss: Keyed<IpAddr>,
     background: Arc<Semaphore>,
 }
 
@@ -99,20 +105,31 @@ pub fn ip_key(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// Counts one event of `key`; past the limit, the wait in whole seconds (at least 1), counted
+/// in `gateway_rate_limited_total{action, scope}`.
+fn spend<K: std::hash::Hash + Eq + Clone>(
+    limiter: &Keyed<K>,
+    key: &K,
+    action: &'static str,
+    scope: &'static str,
+) -> Result<(), Duration> {
+    limiter.check_key(key).map_err(|not_until| {
+        let wait = not_until.wait_time_from(limiter.clock().now());
+        metrics::counter!("gateway_rate_limited_total", "action" => action, "scope" => scope)
+            .increment(1);
+        // Retry-After is whole seconds: round up, so a client that obeys it is let through.
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        Duration::from_secs(secs.max(1))
+    })
+}
+
 fn refusal<K: std::hash::Hash + Eq + Clone>(
     limiter: &Keyed<K>,
     key: &K,
     action: Action,
     scope: &'static str,
 ) -> Result<(), HttpError> {
-    limiter.check_key(key).map_err(|not_until| {
-        let wait = not_until.wait_time_from(limiter.clock().now());
-        metrics::counter!("gateway_rate_limited_total", "action" => action.as_str(), "scope" => scope)
-            .increment(1);
-        // Retry-After is whole seconds: round up, so a client that obeys it is let through.
-        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        HttpError::RateLimited(Duration::from_secs(secs.max(1)))
-    })
+    spend(limiter, key, action.as_str(), scope).map_err(HttpError::RateLimited)
 }
 
 impl Limits {
@@ -125,6 +142,7 @@ impl Limits {
                 otp_verify: Pair::new(cfg.otp_verify_per_ip, cfg.otp_verify_per_email),
                 register: Pair::new(cfg.register_per_ip, cfg.register_per_email),
                 magic_request: Pair::new(cfg.magic_request_per_ip, cfg.magic_request_per_email),
+                session_miss: RateLimiter::dashmap(quota(cfg.session_miss_per_ip)),
                 background: Arc::new(Semaphore::new(MAX_BACKGROUND)),
             }),
         }
@@ -177,8 +195,26 @@ impl Limits {
         )
     }
 
+    /// Spends one session query of the client at `ip` (keyed like the other limits: IPv6 by
+    /// its /64). Pass it to [`crate::sessions::Sessions::validate`], which calls it only when
+    /// it is about to query.
+    ///
+    /// # Errors
+    /// The wait in whole seconds (at least 1) when the budget is spent: the session was not
+    /// checked, so the answer is 429 with `Retry-After`, never 401.
+    pub fn spend_session_miss(&self, ip: IpAddr) -> Result<(), Duration> {
+        spend(
+            &self.inner.session_miss,
+            &ip_key(ip),
+            "session_lookup",
+            "ip",
+        )
+    }
+
     /// Drops the keys whose state is indistinguishable from a fresh one.
     pub fn retain_recent(&self) {
+        self.inner.session_miss.retain_recent();
+        self.inner.session_miss.shrink_to_fit();
         for action in [
             Action::Login,
             Action::OtpRequest,
@@ -205,7 +241,8 @@ impl Limits {
         ]
         .iter()
         .map(|a| self.pair(*a).ip.len() + self.pair(*a).email.len())
-        .sum()
+        .sum::<usize>()
+            + self.inner.session_miss.len()
     }
 
     /// Whether no key is held.
@@ -225,6 +262,10 @@ mod tests {
     use super::*;
 
     fn limits(login_per_ip: &str, login_per_email: &str) -> Limits {
+        limits_with(login_per_ip, login_per_email, "1000/1s")
+    }
+
+    fn limits_with(login_per_ip: &str, login_per_email: &str, session_miss: &str) -> Limits {
         let base: RateLimit = "1000/1s".parse().unwrap();
         Limits::new(&RateLimits {
             login_per_ip: login_per_ip.parse().unwrap(),
@@ -237,6 +278,7 @@ mod tests {
             register_per_email: base,
             magic_request_per_ip: base,
             magic_request_per_email: base,
+            session_miss_per_ip: session_miss.parse().unwrap(),
         })
     }
 
@@ -291,11 +333,45 @@ mod tests {
     }
 
     #[test]
+    fn the_session_miss_budget_is_per_address_and_answers_a_wait() {
+        let l = limits_with("1000/1s", "1000/1s", "3/1m");
+        let ip: IpAddr = "198.51.100.7".parse().unwrap();
+        for _ in 0..3 {
+            l.spend_session_miss(ip).unwrap();
+        }
+        let wait = l.spend_session_miss(ip).unwrap_err();
+        assert!(
+            wait >= Duration::from_secs(19) && wait <= Duration::from_secs(20),
+            "one more every 20 s: {wait:?}"
+        );
+        let neighbour: IpAddr = "198.51.100.8".parse().unwrap();
+        assert!(l.spend_session_miss(neighbour).is_ok());
+        assert!(
+            l.check(Action::Login, ip, "a@example.com").is_ok(),
+            "the flows' limits are apart"
+        );
+        let v6: IpAddr = "2001:db8:7::1".parse().unwrap();
+        let same_64: IpAddr = "2001:db8:7::ffff".parse().unwrap();
+        for _ in 0..3 {
+            l.spend_session_miss(v6).unwrap();
+        }
+        assert!(
+            l.spend_session_miss(same_64).is_err(),
+            "IPv6 is budgeted by its /64"
+        );
+    }
+
+    #[test]
     fn fresh_keys_are_forgotten() {
-        let l = limits("1000/1ms", "1000/1ms");
+        let l = limits_with("1000/1ms", "1000/1ms", "1000/1ms");
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         l.check(Action::Login, ip, "a@example.com").unwrap();
-        assert!(!l.is_empty());
+        l.spend_session_miss(ip).unwrap();
+        assert_eq!(
+            l.len(),
+            3,
+            "login per IP and per email, and the session miss"
+        );
         std::thread::sleep(Duration::from_millis(20));
         l.retain_recent();
         assert!(l.is_empty(), "{} keys left", l.len());

@@ -1,16 +1,25 @@
-//! Sessions: the token format, creation and revocation in the `sessions` table, and
-//! [`Sessions::validate`], the request-path check through a bounded moka cache.
+//! Sessions: creation and revocation in the `sessions` table, and [`Sessions::validate`],
+//! the request-path check through a bounded moka cache. The token format (a tag under
+//! `sessions.token_key`) is [`token`].
 //!
-//! On the request path: token → SHA-256 → cache. A hit does no database I/O at all (the
+//! On the request path: shape → SHA-256 → cache. A hit does no database I/O at all (the
 //! `last_seen_at` touch is queued to a batch writer, dropped and counted when the queue is
-//! full). A miss runs one indexed query, coalesced per token, so a burst on one cold token
-//! makes one query. Unknown tokens are cached negatively for `negative_ttl`. A database error
-//! on a miss is [`SessionError::Unavailable`] (answer 503), never "no session", and is never
-//! cached. Every positive entry dies `cache_ttl` after it was read from the database.
+//! full). A miss first checks the token's tag in constant time: a token the gateway never
+//! issued ends there, with no cache entry and no query. Then it spends one unit of the
+//! client address's miss budget (429 when spent) and runs one indexed query, coalesced per
+//! token, so a burst on one cold token makes one query. Unknown tokens are cached negatively
+//! for `negative_ttl`. A database error on a miss is [`SessionError::Unavailable`] (answer
+//! 503), never "no session", and is never cached. Every positive entry dies `cache_ttl` after
+//! it was read from the database.
+//!
+//! The tag is checked on a miss only: the cache is keyed by the SHA-256 of the whole token,
+//! tag included, and holds only what a query of a tagged (or, when allowed, legacy) token
+//! returned, so a hit is a token that passed the check when it was loaded.
 //!
 //! Revocation across instances is the [`poll`] loop in [`revocation`].
 
 pub mod revocation;
+pub mod token;
 pub mod touch;
 
 use std::net::IpAddr;
@@ -18,13 +27,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use deadpool_postgres::Pool;
 use moka::Expiry;
 use moka::future::Cache;
-use rand::TryRngCore as _;
-use sha2::{Digest, Sha256};
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
@@ -33,6 +38,7 @@ use crate::db::{self, DbError};
 use crate::health::Health;
 
 pub use revocation::poll;
+pub use token::{Shape, TOKEN_PREFIX, TokenHash, TokenKeys, hash_token};
 
 const INSERT: &str = "INSERT INTO sessions (id, user_id, token_hash, ip_address, device_label, user_agent, expires_at)
     VALUES ($1, $2, $3, $4, $5, $6, now() + ($7::BIGINT * INTERVAL '1 second'))
@@ -60,36 +66,6 @@ const LIST_FOR_USER: &str =
     "SELECT id, ip_address, device_label, user_agent, created_at, last_seen_at, expires_at
     FROM sessions WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > now()
     ORDER BY created_at DESC LIMIT 100";
-
-/// Prefix of every session token.
-pub const TOKEN_PREFIX: &str = "gw_";
-/// Random bytes in a token (256 bits from the OS CSPRNG).
-const TOKEN_BYTES: usize = 32;
-/// Length of the base64url (no padding) part of a token.
-const TOKEN_B64_LEN: usize = 43;
-
-/// The SHA-256 of a raw token: what the database and the cache are keyed by.
-pub type TokenHash = [u8; 32];
-
-/// A new random session token, `gw_` + 43 base64url characters.
-pub fn new_token() -> String {
-    let mut bytes = [0u8; TOKEN_BYTES];
-    rand::rngs::OsRng
-        .try_fill_bytes(&mut bytes)
-        .expect("the OS random number generator failed");
-    format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes))
-}
-
-/// Hashes a token that has the right shape; `None` for anything else, which is never looked
-/// up, neither in the cache nor in the database.
-pub fn hash_token(token: &str) -> Option<TokenHash> {
-    let body = token.strip_prefix(TOKEN_PREFIX)?;
-    let well_formed = body.len() == TOKEN_B64_LEN
-        && body
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    well_formed.then(|| Sha256::digest(token.as_bytes()).into())
-}
 
 /// The identity of a validated session, as the proxy forwards it.
 ///
@@ -176,6 +152,24 @@ pub enum SessionError {
     /// The database could not be asked on a cache miss: answer 503 with `Retry-After`.
     #[error("session store unavailable: {0}")]
     Unavailable(String),
+    /// The client's miss budget is spent, so the token was not looked up: answer 429 with
+    /// `Retry-After` (whole seconds), never 401 (the session may well be valid).
+    #[error("session lookups of this client address are over budget; retry in {0:?}")]
+    Throttled(Duration),
+}
+
+/// What a cache miss may cost the client that causes it: called once, just before the
+/// query, by the request that runs it; `Err(wait)` refuses the query. The gateway passes
+/// [`crate::ratelimit::Limits::spend_session_miss`] for the client's address.
+pub type MissBudget<'a> = &'a (dyn Fn() -> Result<(), Duration> + Sync);
+
+/// Why a load failed (the error type of the coalesced load).
+#[derive(Debug, thiserror::Error)]
+enum LoadError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("over the miss budget")]
+    Throttled(Duration),
 }
 
 struct LookupExpiry {
@@ -211,6 +205,16 @@ pub struct Stats {
     pub misses: AtomicU64,
     /// Session queries sent to the database.
     pub queries: AtomicU64,
+    /// Tokens of the current shape whose tag no key made: refused with no cache entry and no
+    /// query.
+    pub forged: AtomicU64,
+    /// Tokens of the legacy shape refused because `accept_legacy_tokens` is off.
+    pub legacy_refused: AtomicU64,
+    /// Tokens of the legacy shape checked (hit or miss) because `accept_legacy_tokens` is on:
+    /// when this stays at zero, the switch can go off.
+    pub legacy_checked: AtomicU64,
+    /// Misses refused because the client's miss budget was spent (no query).
+    pub throttled: AtomicU64,
 }
 
 /// Session validation for the request path, shared by all connections.
@@ -218,17 +222,23 @@ pub struct Stats {
 pub struct Sessions {
     pool: Pool,
     cache: Cache<TokenHash, Lookup>,
+    keys: TokenKeys,
     touch: touch::Queue,
     settings: Arc<config::Sessions>,
     stats: Arc<Stats>,
     /// `gateway_session_cache_total` by result, registered once.
     hit_counter: metrics::Counter,
     miss_counter: metrics::Counter,
+    /// `gateway_session_lookups_total` of the refusals that cost nothing, registered once.
+    forged_counter: metrics::Counter,
+    legacy_counter: metrics::Counter,
+    legacy_checked_counter: metrics::Counter,
     health: Arc<Health>,
 }
 
 impl Sessions {
-    /// Builds the cache and starts the `last_seen_at` batch writer.
+    /// Builds the cache and starts the `last_seen_at` batch writer. New tokens are tagged
+    /// with `settings.token_key`.
     pub fn new(pool: Pool, settings: &config::Sessions) -> Self {
         let cache = Cache::builder()
             .max_capacity(settings.cache_capacity)
@@ -241,10 +251,14 @@ impl Sessions {
             touch: touch::Queue::start(pool.clone(), settings.touch_queue),
             pool,
             cache,
+            keys: TokenKeys::from_config(settings),
             settings: Arc::new(settings.clone()),
             stats: Arc::new(Stats::default()),
             hit_counter: metrics::counter!("gateway_session_cache_total", "result" => "hit"),
             miss_counter: metrics::counter!("gateway_session_cache_total", "result" => "miss"),
+            forged_counter: metrics::counter!("gateway_session_lookups_total", "result" => "forged"),
+            legacy_counter: metrics::counter!("gateway_session_lookups_total", "result" => "legacy_refused"),
+            legacy_checked_counter: metrics::counter!("gateway_session_lookups_total", "result" => "legacy_checked"),
             health: Arc::new(Health::new()),
         }
     }
@@ -262,6 +276,11 @@ impl Sessions {
         &self.settings
     }
 
+    /// The keys that tag new tokens and check presented ones.
+    pub fn keys(&self) -> &TokenKeys {
+        &self.keys
+    }
+
     /// What this instance knows of the database's health (fed by lookups and the poller).
     pub fn health(&self) -> &Health {
         &self.health
@@ -273,26 +292,45 @@ impl Sessions {
         self.cache.entry_count()
     }
 
-    /// Checks a presented token. `Ok(None)` means no valid session: malformed, unknown,
-    /// revoked, expired (absolute or idle), or the user is disabled or deleted.
+    /// Checks a presented token. `Ok(None)` means no valid session: malformed, a tag no key
+    /// made, a legacy token while `accept_legacy_tokens` is off, unknown, revoked, expired
+    /// (absolute or idle), or the user is disabled or deleted. `budget` is spent only by a
+    /// request that is about to query.
     ///
     /// # Errors
     /// [`SessionError::Unavailable`] when the cache misses and the database cannot answer, and
-    /// on a hit while the database is down if `serve_cached_when_db_down` is false.
+    /// on a hit while the database is down if `serve_cached_when_db_down` is false;
+    /// [`SessionError::Throttled`] when the cache misses and `budget` refuses the query.
     ///
     /// # Security
     /// A positive answer was read from the database at most `cache_ttl` ago (or less, when
-    /// the revocation poll invalidated it). Errors are never cached.
-    pub async fn validate(&self, token: &str) -> Result<Option<Arc<Identity>>, SessionError> {
-        let Some(hash) = hash_token(token) else {
-            metrics::counter!("gateway_session_lookups_total", "result" => "malformed")
-                .increment(1);
-            return Ok(None);
+    /// the revocation poll invalidated it). Errors are never cached. A token whose tag fails
+    /// (compared in constant time) is refused before any cache entry or query exists for it.
+    pub async fn validate(
+        &self,
+        token: &str,
+        budget: MissBudget<'_>,
+    ) -> Result<Option<Arc<Identity>>, SessionError> {
+        let signed = match token::shape(token) {
+            None => {
+                metrics::counter!("gateway_session_lookups_total", "result" => "malformed")
+                    .increment(1);
+                return Ok(None);
+            }
+            Some(Shape::Legacy) if !self.settings.accept_legacy_tokens => {
+                self.stats.legacy_refused.fetch_add(1, Ordering::Relaxed);
+                self.legacy_counter.increment(1);
+                return Ok(None);
+            }
+            Some(Shape::Legacy) => {
+                self.stats.legacy_checked.fetch_add(1, Ordering::Relaxed);
+                self.legacy_checked_counter.increment(1);
+                false
+            }
+            Some(Shape::Signed) => true,
         };
-        // A hit is a plain lookup; the loading path (moka's coalescing and the query) is a
-        // large state machine, boxed so that its size is paid only on a miss, not by every
-        // request and every idle connection.
-        let (lookup, missed) = match self.cache.get(&hash).await {
+        let hash = token::hash(token);
+        let cached = match self.cache.get(&hash).await {
             // The cache counts an entry's lifetime from its insertion, a moment after
             // `loaded_at`: an entry it still hands out in between is a miss, read again, and
             // must not be taken for a dead session (that cached a live one as unknown).
@@ -300,10 +338,21 @@ impl Sessions {
                 if identity.loaded_at.elapsed() > self.settings.cache_ttl =>
             {
                 self.cache.invalidate(&hash).await;
-                Box::pin(self.load_coalesced(hash)).await?
+                None
             }
+            cached => cached,
+        };
+        // A hit is a plain lookup; the loading path (moka's coalescing and the query) is a
+        // large state machine, boxed so that its size is paid only on a miss, not by every
+        // request and every idle connection.
+        let (lookup, missed) = match cached {
             Some(lookup) => (lookup, false),
-            None => Box::pin(self.load_coalesced(hash)).await?,
+            None if signed && !self.keys.verify(token) => {
+                self.stats.forged.fetch_add(1, Ordering::Relaxed);
+                self.forged_counter.increment(1);
+                return Ok(None);
+            }
+            None => Box::pin(self.load_coalesced(hash, budget)).await?,
         };
         let (counter, metric) = if missed {
             (&self.stats.misses, &self.miss_counter)
@@ -330,25 +379,39 @@ impl Sessions {
     }
 
     /// A cache miss: one query per token however many requests wait for it (moka coalesces
-    /// them); errors are returned to every waiter and never cached. Also says whether this
-    /// caller ran the query: a caller that waited for another's query (or found the entry
-    /// loaded meanwhile) cost no query, and counts as a hit, so misses equal queries.
-    async fn load_coalesced(&self, hash: TokenHash) -> Result<(Lookup, bool), SessionError> {
+    /// them), paid from the `budget` of the request that runs it; errors are returned to
+    /// every waiter and never cached. Also says whether this caller ran the query: a caller
+    /// that waited for another's query (or found the entry loaded meanwhile) cost no query,
+    /// and counts as a hit, so misses equal queries.
+    async fn load_coalesced(
+        &self,
+        hash: TokenHash,
+        budget: MissBudget<'_>,
+    ) -> Result<(Lookup, bool), SessionError> {
         let mut queried = false;
         let lookup = self
             .cache
             .try_get_with(hash, async {
+                budget().map_err(LoadError::Throttled)?;
                 queried = true;
                 self.stats.queries.fetch_add(1, Ordering::Relaxed);
                 let loaded = load(&self.pool, &hash).await;
                 self.health.report(loaded.is_ok());
-                loaded
+                Ok(loaded?)
             })
             .await
-            .map_err(|e| {
-                metrics::counter!("gateway_session_lookups_total", "result" => "error")
-                    .increment(1);
-                SessionError::Unavailable(e.to_string())
+            .map_err(|e| match *e {
+                LoadError::Throttled(wait) => {
+                    self.stats.throttled.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("gateway_session_lookups_total", "result" => "throttled")
+                        .increment(1);
+                    SessionError::Throttled(wait)
+                }
+                LoadError::Db(ref db) => {
+                    metrics::counter!("gateway_session_lookups_total", "result" => "error")
+                        .increment(1);
+                    SessionError::Unavailable(db.to_string())
+                }
             })?;
         Ok((lookup, queried))
     }
@@ -388,7 +451,14 @@ impl Sessions {
     /// # Errors
     /// A database error.
     pub async fn create(&self, user_id: &str, meta: &SessionMeta) -> Result<NewSession, DbError> {
-        create(&self.pool, user_id, meta, self.settings.lifetime).await
+        create(
+            &self.pool,
+            &self.keys,
+            user_id,
+            meta,
+            self.settings.lifetime,
+        )
+        .await
     }
 
     /// Revokes the session of this token (logout) and forgets it here at once; other
@@ -478,20 +548,21 @@ pub struct SessionInfo {
     pub expires_at: String,
 }
 
-/// Creates a session row; the token is new, so a client can never choose its own (no
-/// fixation).
+/// Creates a session row with a new token tagged by the current key of `keys`; the token is
+/// new, so a client can never choose its own (no fixation).
 ///
 /// # Errors
 /// A database error.
 pub async fn create(
     pool: &Pool,
+    keys: &TokenKeys,
     user_id: &str,
     meta: &SessionMeta,
     lifetime: Duration,
 ) -> Result<NewSession, DbError> {
     let id = Uuid::new_v4();
-    let token = new_token();
-    let hash: TokenHash = Sha256::digest(token.as_bytes()).into();
+    let token = keys.issue();
+    let hash = token::hash(&token);
     let ip = meta.ip_address.map(|ip| ip.to_string());
     let device = meta.device_label.as_deref().map(|s| truncate(s, 200));
     let agent = meta.user_agent.as_deref().map(|s| truncate(s, 400));
@@ -613,44 +684,139 @@ pub async fn list(pool: &Pool, user_id: &str) -> Result<Vec<SessionInfo>, DbErro
 mod tests {
     use super::*;
 
-    #[test]
-    fn tokens_have_the_contract_shape() {
-        let t = new_token();
-        assert!(t.starts_with("gw_"));
-        assert_eq!(t.len(), 3 + 43);
-        assert!(hash_token(&t).is_some());
-        assert_ne!(new_token(), t);
-    }
+    const KEY: &str = "unit-test token key 0123456789abcdef";
 
-    #[test]
-    fn malformed_tokens_are_never_looked_up() {
-        let t = new_token();
-        for bad in [
-            "",
-            "gw_",
-            &t[..t.len() - 1],
-            &format!("{t}A"),
-            &t.replace("gw_", "xx_"),
-            &format!("gw_{}", "+".repeat(43)),
-            &format!("gw_{}=", "A".repeat(42)),
-        ] {
-            assert!(hash_token(bad).is_none(), "{bad:?}");
-        }
-    }
-
-    /// Sessions over a database that refuses connections: every read is an error.
-    fn unreachable_sessions() -> Sessions {
+    /// Sessions over a database that refuses connections: every read is an error, so any
+    /// answer other than `Unavailable` on a miss proves that no query was tried.
+    fn unreachable_sessions(extra: &[(&str, &str)]) -> Sessions {
         let env = [
             (
                 "GATEWAY_DATABASE__URL",
                 "postgres://postgres@127.0.0.1:1/none",
             ),
             ("GATEWAY_DATABASE__CONNECT_TIMEOUT", "1s"),
+            ("GATEWAY_SESSIONS__TOKEN_KEY", KEY),
         ]
+        .iter()
+        .chain(extra)
         .map(|(k, v)| (k.to_string(), v.to_string()));
         let config = config::Config::load(None, env).unwrap();
         let pool = db::connect(&config.database).unwrap();
         Sessions::new(pool, &config.sessions)
+    }
+
+    /// A budget that is never spent.
+    fn unmetered() -> Result<(), Duration> {
+        Ok(())
+    }
+
+    /// A budget that refuses, and says that it was asked.
+    fn spent(asked: &AtomicU64) -> impl Fn() -> Result<(), Duration> + Sync + '_ {
+        move || {
+            asked.fetch_add(1, Ordering::Relaxed);
+            Err(Duration::from_secs(7))
+        }
+    }
+
+    /// `gw_` + base64url of `n` random bytes: the shape of a token, made by no key.
+    fn random_token(n: usize) -> String {
+        use base64::Engine as _;
+        use rand::TryRngCore as _;
+        let mut bytes = vec![0u8; n];
+        rand::rngs::OsRng.try_fill_bytes(&mut bytes).unwrap();
+        format!(
+            "{TOKEN_PREFIX}{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+        )
+    }
+
+    async fn entries(sessions: &Sessions) -> u64 {
+        sessions.cache.run_pending_tasks().await;
+        sessions.cache.entry_count()
+    }
+
+    #[tokio::test]
+    async fn forged_and_legacy_tokens_cost_no_query_no_entry_and_no_budget() {
+        let sessions = unreachable_sessions(&[]);
+        let asked = AtomicU64::new(0);
+        let budget = spent(&asked);
+        let other_key = TokenKeys::new(b"another key 0123456789abcdef0123456", &[]);
+        for token in [
+            random_token(48),
+            random_token(48),
+            other_key.issue(),
+            random_token(32),
+        ] {
+            for _ in 0..3 {
+                // The database is unreachable: a query would be an error, not `None`.
+                let answer = sessions.validate(&token, &budget).await;
+                assert!(matches!(answer, Ok(None)), "{token}: {answer:?}");
+            }
+        }
+        let stats = sessions.stats();
+        assert_eq!(stats.forged.load(Ordering::Relaxed), 9);
+        assert_eq!(stats.legacy_refused.load(Ordering::Relaxed), 3);
+        assert_eq!(stats.queries.load(Ordering::Relaxed), 0);
+        assert_eq!(asked.load(Ordering::Relaxed), 0, "no budget spent");
+        assert_eq!(entries(&sessions).await, 0, "no cache entry");
+    }
+
+    #[tokio::test]
+    async fn a_tagged_miss_spends_the_budget_first_and_a_spent_one_is_throttled() {
+        let sessions = unreachable_sessions(&[]);
+        let asked = AtomicU64::new(0);
+        let token = sessions.keys().issue();
+        let answer = sessions.validate(&token, &spent(&asked)).await;
+        assert!(
+            matches!(answer, Err(SessionError::Throttled(w)) if w == Duration::from_secs(7)),
+            "{answer:?}"
+        );
+        assert_eq!(asked.load(Ordering::Relaxed), 1);
+        assert_eq!(sessions.stats().queries.load(Ordering::Relaxed), 0);
+        assert_eq!(sessions.stats().throttled.load(Ordering::Relaxed), 1);
+        assert_eq!(entries(&sessions).await, 0, "a refusal is not cached");
+        // With budget left, the same token is queried (and the database is down: 503).
+        let answer = sessions.validate(&token, &unmetered).await;
+        assert!(
+            matches!(answer, Err(SessionError::Unavailable(_))),
+            "{answer:?}"
+        );
+        assert_eq!(sessions.stats().queries.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn legacy_tokens_are_looked_up_only_when_accepted() {
+        let sessions = unreachable_sessions(&[("GATEWAY_SESSIONS__ACCEPT_LEGACY_TOKENS", "true")]);
+        let legacy = random_token(32);
+        let answer = sessions.validate(&legacy, &unmetered).await;
+        assert!(
+            matches!(answer, Err(SessionError::Unavailable(_))),
+            "{answer:?}"
+        );
+        assert_eq!(sessions.stats().queries.load(Ordering::Relaxed), 1);
+        assert_eq!(sessions.stats().legacy_refused.load(Ordering::Relaxed), 0);
+        assert_eq!(sessions.stats().legacy_checked.load(Ordering::Relaxed), 1);
+        // Accepting legacy tokens changes nothing for forged current ones.
+        let forged = random_token(48);
+        assert!(matches!(
+            sessions.validate(&forged, &unmetered).await,
+            Ok(None)
+        ));
+        assert_eq!(sessions.stats().queries.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn a_cached_session_is_served_without_a_tag_check_or_budget() {
+        let sessions = unreachable_sessions(&[]);
+        let asked = AtomicU64::new(0);
+        let token = sessions.keys().issue();
+        sessions
+            .cache
+            .insert(token::hash(&token), identity(Instant::now()))
+            .await;
+        let hit = sessions.validate(&token, &spent(&asked)).await.unwrap();
+        assert_eq!(&*hit.unwrap().user_id, "u1");
+        assert_eq!(asked.load(Ordering::Relaxed), 0);
     }
 
     fn identity(loaded_at: Instant) -> Lookup {
@@ -670,13 +836,13 @@ mod tests {
 
     #[tokio::test]
     async fn an_entry_older_than_the_cache_ttl_is_read_again_not_refused() {
-        let sessions = unreachable_sessions();
-        let token = new_token();
+        let sessions = unreachable_sessions(&[]);
+        let token = sessions.keys().issue();
         let hash = hash_token(&token).unwrap();
         let ttl = sessions.settings.cache_ttl;
 
         sessions.cache.insert(hash, identity(Instant::now())).await;
-        let fresh = sessions.validate(&token).await.unwrap();
+        let fresh = sessions.validate(&token, &unmetered).await.unwrap();
         assert_eq!(&*fresh.unwrap().user_id, "u1", "a fresh entry is a hit");
 
         // What the cache can still hand out for a moment: read from the database longer than
@@ -686,7 +852,7 @@ mod tests {
             .checked_sub(ttl + Duration::from_secs(1))
             .unwrap();
         sessions.cache.insert(hash, identity(stale)).await;
-        let again = sessions.validate(&token).await;
+        let again = sessions.validate(&token, &unmetered).await;
         assert!(
             matches!(again, Err(SessionError::Unavailable(_))),
             "{again:?}"

@@ -126,6 +126,9 @@ create_database "$DBNAME"
 DB="$(database_url_for "$DBNAME")"
 GATEWAY_DATABASE__URL="$DB" "$GW" migrate up
 BCRYPT_COST=12
+# The token key before the seed: the seeded tokens carry its tag, as the gateway's do.
+export GATEWAY_SESSIONS__TOKEN_KEY
+GATEWAY_SESSIONS__TOKEN_KEY="$(openssl rand -hex 24)"
 say "seeding $USERS users (bcrypt cost $BCRYPT_COST)"
 "$LT" seed --database-url "$DB" --users "$USERS" --sessions-per-user 1 --bcrypt-cost "$BCRYPT_COST" --out "$WORK/tokens.txt"
 TOKEN1="$(head -n 1 "$WORK/tokens.txt")"
@@ -158,7 +161,8 @@ export GATEWAY_AUTH__SECRET
 GATEWAY_AUTH__SECRET="$(openssl rand -hex 20)"
 export GATEWAY_DATABASE__URL="$DB"
 for k in login_per_ip login_per_email otp_request_per_ip otp_request_per_email otp_verify_per_ip \
-    otp_verify_per_email register_per_ip register_per_email magic_request_per_ip magic_request_per_email; do
+    otp_verify_per_email register_per_ip register_per_email magic_request_per_ip magic_request_per_email \
+    session_miss_per_ip; do
     export "GATEWAY_RATE_LIMITS__${k^^}=1000000/1s"
 done
 

@@ -5,13 +5,15 @@
 #      or a project-local cluster in .dev/pg) and a `gateway` database on it;
 #   2. cargo build (debug; DEV_RELEASE=1 for an optimized build);
 #   3. gateway migrate up, and the demo user demo@example.com / demo-password-123 (role admin);
-#   4. a dev secret (.dev/secret) and TLS files (.dev/tls, by config/dev-cert.sh);
+#   4. a dev secret (.dev/secret), a dev token key (.dev/token_key) and TLS files (.dev/tls,
+#      by config/dev-cert.sh);
 #   5. the echo upstream (loadtest echo on 127.0.0.1:9000) in the background;
 #   6. gateway serve on https://localhost:8443 (admin on 127.0.0.1:9091) in the foreground.
 #      Ctrl-C stops both.
 #
 # Environment: DATABASE_URL / GW_PG_* (see scripts/lib/postgres.sh), DEV_RELEASE=1,
-# GATEWAY_AUTH__SECRET (else .dev/secret), any GATEWAY_SECTION__KEY override.
+# GATEWAY_AUTH__SECRET (else .dev/secret), GATEWAY_SESSIONS__TOKEN_KEY (else .dev/token_key),
+# any GATEWAY_SECTION__KEY override.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root="$PWD"
@@ -64,14 +66,21 @@ else
 fi
 
 # --- 4. secret and TLS ---------------------------------------------------------------------
-if [ -z "${GATEWAY_AUTH__SECRET:-}" ]; then
-    if [ ! -s .dev/secret ]; then
-        (umask 077 && openssl rand -base64 48 | tr -d '\n' >.dev/secret)
-        echo "generated a dev secret in .dev/secret" >&2
+# dev_secret VAR FILE WHAT: exports VAR as set in the environment, else as kept in FILE
+# (made once, 48 random bytes in base64).
+dev_secret() {
+    local var="$1" file="$2"
+    if [ -z "${!var:-}" ]; then
+        if [ ! -s "$file" ]; then
+            (umask 077 && openssl rand -base64 48 | tr -d '\n' >"$file")
+            echo "generated a dev $3 in $file" >&2
+        fi
+        printf -v "$var" '%s' "$(cat "$file")"
+        export "${var?}"
     fi
-    GATEWAY_AUTH__SECRET="$(cat .dev/secret)"
-    export GATEWAY_AUTH__SECRET
-fi
+}
+dev_secret GATEWAY_AUTH__SECRET .dev/secret secret
+dev_secret GATEWAY_SESSIONS__TOKEN_KEY .dev/token_key "token key"
 
 say "dev TLS certificate"
 config/dev-cert.sh

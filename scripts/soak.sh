@@ -124,6 +124,9 @@ create_database "$DBNAME"
 DB="$(database_url_for "$DBNAME")"
 GATEWAY_DATABASE__URL="$DB" "$GW" migrate up >&2
 say "seeding $USERS users, one session each (bcrypt cost $BCRYPT_COST)"
+# The token key before the seed: the seeded tokens carry its tag, as the gateway's do.
+export GATEWAY_SESSIONS__TOKEN_KEY
+GATEWAY_SESSIONS__TOKEN_KEY="$(od -An -tx1 -N24 /dev/urandom | tr -d ' \n')"
 "$LT" seed --database-url "$DB" --users "$USERS" --sessions-per-user 1 --bcrypt-cost "$BCRYPT_COST" \
     --out "$WORK/tokens.txt" >&2
 
@@ -137,7 +140,8 @@ wait_port "$P_ECHO" "echo upstream"
 export GATEWAY_AUTH__SECRET GATEWAY_DATABASE__URL="$DB"
 GATEWAY_AUTH__SECRET="$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')"
 for k in login_per_ip login_per_email otp_request_per_ip otp_request_per_email otp_verify_per_ip \
-    otp_verify_per_email register_per_ip register_per_email magic_request_per_ip magic_request_per_email; do
+    otp_verify_per_email register_per_ip register_per_email magic_request_per_ip magic_request_per_email \
+    session_miss_per_ip; do
     export "GATEWAY_RATE_LIMITS__${k^^}=1000000/1s"
 done
 

@@ -2,6 +2,7 @@
 //! cross-site WebSocket hijacking, and the tunnel that copies bytes both ways once both sides
 //! switched protocols, for as long as the session that opened it stays valid.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use http::{HeaderMap, Request, header};
@@ -11,11 +12,12 @@ use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
-use super::{Gateway, authorize, presented_token};
+use super::{Ctx, Gateway, authorize, presented_token};
 use crate::config::{AuthPolicy, Route};
 use crate::endpoints;
 use crate::error::HttpError;
 use crate::headers;
+use crate::ratelimit::Limits;
 use crate::sessions::Sessions;
 
 /// How long closing a tunnel may wait for each side to take its shutdown.
@@ -65,9 +67,12 @@ pub fn check_origin(gw: &Gateway, route: &Route, headers: &HeaderMap) -> Result<
 
 /// The session behind an authenticated tunnel, re-validated every `sessions.tunnel_recheck`
 /// through [`Sessions::validate`] (a cache hit costs no database I/O; after a revocation the
-/// poller invalidated, one query).
+/// poller invalidated, one query, from the session-miss budget of the client that opened the
+/// tunnel).
 pub struct Watch {
     sessions: Sessions,
+    limits: Limits,
+    client_ip: IpAddr,
     token: String,
     route: Route,
     every: Duration,
@@ -80,15 +85,17 @@ pub struct Watch {
 impl Watch {
     /// The watch for a tunnel opened by a request that presented a session on `route`.
     /// `None` when the request presented none (such a tunnel carries no identity).
-    pub fn new(gw: &Gateway, route: &Route, headers: &HeaderMap, request_id: &str) -> Option<Self> {
+    pub fn new(gw: &Gateway, route: &Route, headers: &HeaderMap, ctx: &Ctx) -> Option<Self> {
         let token = presented_token(headers, &gw.config.sessions.cookie_name)?;
         Some(Watch {
             sessions: gw.sessions.clone(),
+            limits: gw.limits.clone(),
+            client_ip: ctx.client_ip,
             token: token.to_string(),
             route: route.clone(),
             every: gw.config.sessions.tunnel_recheck,
             patience: gw.config.sessions.cache_ttl,
-            request_id: request_id.to_string(),
+            request_id: ctx.request_id.clone(),
         })
     }
 
@@ -97,9 +104,10 @@ impl Watch {
         let mut tick = tokio::time::interval_at(Instant::now() + self.every, self.every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut confirmed = Instant::now();
+        let budget = || self.limits.spend_session_miss(self.client_ip);
         loop {
             tick.tick().await;
-            let check = match self.sessions.validate(&self.token).await {
+            let check = match self.sessions.validate(&self.token, &budget).await {
                 Ok(Some(identity)) if authorize(&self.route, Some(&identity)).is_ok() => {
                     Check::Valid
                 }

@@ -38,7 +38,8 @@ enum Command {
     ///
     /// Scenarios: direct (the upstream, the baseline), proxy (authenticated GETs through the
     /// gateway), cold (every token used once: cache misses), login, otp (request + verify via
-    /// the built-in SMTP sink), revoke (revocation latency across two instances), mixed.
+    /// the built-in SMTP sink), revoke (revocation latency across two instances), mixed,
+    /// forged (a new made-up token per request, 401 expected: the guessing flood).
     ///
     /// `requests` counts successful and failed steps started in the measured window;
     /// throughput and latency are those of the successful ones. Errors are counted by kind:

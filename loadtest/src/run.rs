@@ -6,7 +6,8 @@
 //! JSON with `--json` for `loadtest report` and the benchmark scripts.
 //!
 //! Submodules: [`client`] (HTTP/1.1, HTTP/2, TLS), [`scenarios`] (what one step does),
-//! [`stats`] (HDR histograms, errors by kind), [`tokens`] (uniform or Zipf token choice),
+//! [`stats`] (HDR histograms, errors by kind), [`tokens`] (uniform or Zipf token choice, and
+//! the made-up tokens of `forged`),
 //! [`progress`] (the terminal line), [`intervals`] (per-second figures for `--interval`) and
 //! [`summary`] (the result, as table and JSON).
 
@@ -173,6 +174,17 @@ pub struct RunArgs {
     /// after the logout.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     pub revoke_timeout: Duration,
+    /// `forged`: the kind of token made up for each request.
+    #[arg(long, value_enum, default_value = "forged")]
+    pub forge: tokens::ForgeKind,
+    /// `forged` with `--forge tagged`: the gateway's `sessions.token_key`.
+    #[arg(
+        long,
+        env = "GATEWAY_SESSIONS__TOKEN_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    pub token_key: Option<String>,
     /// `mixed`: the blend as NAME=WEIGHT pairs. proxy: GET --path with a Zipf/uniform token;
     /// session: GET /auth/session; login: POST /auth/login; relogin: POST /auth/login then
     /// POST /auth/logout of that new session; public: GET --public-path without a token.
@@ -370,10 +382,29 @@ impl RunArgs {
                 revoke_timeout: self.revoke_timeout,
                 mail_timeout: self.mail_timeout,
                 mix: self.mix,
+                forge: tokens::Forge::new(self.forge, self.token_key.as_deref())?,
             },
             json: self.json,
             interval: self.interval,
         })
+    }
+}
+
+impl RunConfig {
+    /// The configuration of `loadtest run ARGS…`: the flags parsed and validated as on the
+    /// command line, for programs and tests that drive a run in-process.
+    ///
+    /// # Errors
+    /// A flag the parser or [`RunArgs::validate`] refuses.
+    pub fn from_flags(args: &[&str]) -> anyhow::Result<RunConfig> {
+        use clap::Parser as _;
+        #[derive(clap::Parser)]
+        struct Flags {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        let argv = std::iter::once("run").chain(args.iter().copied());
+        Flags::try_parse_from(argv)?.run.validate()
     }
 }
 

@@ -1,9 +1,10 @@
 //! `loadtest seed`: fills a database migrated by `gateway migrate up` with users
 //! `user{i}@DOMAIN`, one password hash (bcrypt, computed once and shared), K sessions each and
 //! optional roles, fast: binary `COPY` in batches of 5,000 users, one transaction per batch,
-//! over a few connections at once. The raw session tokens (`gw_` + base64url of 32 bytes from
-//! the OS CSPRNG, stored as SHA-256 of the whole string, as the gateway does) go to a file,
-//! one per line, user by user: line `i*K + j` is session `j` of `user{i}`.
+//! over a few connections at once. The raw session tokens (made as the gateway makes them:
+//! 32 bytes from the OS CSPRNG tagged under `--token-key`, which must be the gateway's
+//! `sessions.token_key`, stored as SHA-256 of the whole string) go to a file, one per line,
+//! user by user: line `i*K + j` is session `j` of `user{i}`.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -14,9 +15,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use rand::TryRngCore;
-use rand::rngs::OsRng;
+use base64::engine::general_purpose::STANDARD;
+use gateway::sessions::{TokenKeys, token};
 use sha2::{Digest, Sha256};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::Type;
@@ -30,9 +30,6 @@ pub const DEFAULT_EMAIL_DOMAIN: &str = "loadtest.example";
 const BATCH_USERS: u64 = 5_000;
 /// bcrypt reads at most this many bytes; the gateway pre-hashes longer passwords.
 const BCRYPT_LIMIT: usize = 72;
-/// The session token prefix the gateway expects.
-const TOKEN_PREFIX: &str = "gw_";
-const TOKEN_BYTES: usize = 32;
 
 const CHECK_SCHEMA: &str = "SELECT to_regclass('users') IS NOT NULL \
      AND to_regclass('user_passwords') IS NOT NULL \
@@ -86,6 +83,15 @@ pub struct SeedArgs {
     /// Database connections copying at once.
     #[arg(long, default_value_t = 4, value_name = "N")]
     pub connections: usize,
+    /// The gateway's `sessions.token_key` (at least 32 bytes): the seeded tokens carry its
+    /// tag, or the gateway refuses them without a lookup.
+    #[arg(
+        long,
+        env = "GATEWAY_SESSIONS__TOKEN_KEY",
+        hide_env_values = true,
+        value_name = "KEY"
+    )]
+    pub token_key: String,
 }
 
 /// What [`seed`] did.
@@ -137,6 +143,13 @@ impl SeedArgs {
         }
         if self.session_lifetime.is_zero() {
             bail!("--session-lifetime must be more than 0");
+        }
+        if self.token_key.len() < gateway::config::MIN_SECRET_BYTES {
+            bail!(
+                "--token-key (GATEWAY_SESSIONS__TOKEN_KEY) must be the gateway's \
+                 sessions.token_key, at least {} bytes",
+                gateway::config::MIN_SECRET_BYTES
+            );
         }
         Ok(())
     }
@@ -202,6 +215,7 @@ pub async fn seed(args: &SeedArgs) -> anyhow::Result<SeedSummary> {
         domain: args.email_domain.clone(),
         roles: args.roles.clone(),
         password_hash,
+        keys: TokenKeys::new(args.token_key.as_bytes(), &[]),
         expires_at: SystemTime::now() + args.session_lifetime,
         next_batch: AtomicU64::new(0),
     });
@@ -249,6 +263,7 @@ struct Plan {
     domain: String,
     roles: Vec<String>,
     password_hash: String,
+    keys: TokenKeys,
     expires_at: SystemTime,
     next_batch: AtomicU64,
 }
@@ -316,14 +331,7 @@ struct Batch {
 impl Batch {
     fn generate(plan: &Plan, first: u64, count: u64) -> anyhow::Result<Batch> {
         let sessions = (count * plan.sessions_per_user) as usize;
-        let mut random = vec![0u8; sessions * TOKEN_BYTES];
-        OsRng
-            .try_fill_bytes(&mut random)
-            .context("reading the OS random source")?;
-        let tokens: Vec<String> = random
-            .chunks_exact(TOKEN_BYTES)
-            .map(|bytes| format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes)))
-            .collect();
+        let tokens: Vec<String> = (0..sessions).map(|_| plan.keys.issue()).collect();
         Ok(Batch {
             user_ids: (0..count)
                 .map(|_| uuid::Uuid::new_v4().to_string())
@@ -332,10 +340,7 @@ impl Batch {
                 .map(|i| format!("user{i}@{}", plan.domain))
                 .collect(),
             session_ids: (0..sessions).map(|_| uuid::Uuid::new_v4()).collect(),
-            token_hashes: tokens
-                .iter()
-                .map(|t| Sha256::digest(t.as_bytes()).to_vec())
-                .collect(),
+            token_hashes: tokens.iter().map(|t| token::hash(t).to_vec()).collect(),
             tokens,
         })
     }

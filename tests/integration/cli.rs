@@ -416,15 +416,16 @@ async fn sessions_revoke_by_id_and_by_user() {
         .await
         .unwrap();
     let hour = Duration::from_secs(3600);
+    let keys = crate::support::token_keys();
     let mut heidis = Vec::new();
     for _ in 0..3 {
         heidis.push(
-            sessions::create(pool, &heidi.id, &SessionMeta::default(), hour)
+            sessions::create(pool, &keys, &heidi.id, &SessionMeta::default(), hour)
                 .await
                 .unwrap(),
         );
     }
-    let ivans = sessions::create(pool, &ivan.id, &SessionMeta::default(), hour)
+    let ivans = sessions::create(pool, &keys, &ivan.id, &SessionMeta::default(), hour)
         .await
         .unwrap();
     let revoked = || async {
@@ -596,6 +597,7 @@ async fn check_config_reports_every_problem_with_its_key() {
         hsts_max_age = "a year"
         [sessions]
         cache_ttl = "soon"
+        token_key = "also short"
         [auth]
         bcrypt_cost = 2
         secret = "short"
@@ -618,6 +620,7 @@ async fn check_config_reports_every_problem_with_its_key() {
         "sessions.cache_ttl",
         "auth.bcrypt_cost",
         "auth.secret",
+        "sessions.token_key",
         "log.format",
         "mail.transport",
         "routes[0].path_prefix",
@@ -651,6 +654,8 @@ async fn check_config_accepts_a_valid_file_and_refuses_a_missing_one() {
         [auth]
         bcrypt_cost = 4
         secret = "0123456789abcdef0123456789abcdef0123456789"
+        [sessions]
+        token_key = "fedcba9876543210fedcba9876543210fedcba98"
         [[routes]]
         path_prefix = "/api"
         upstream = "http://127.0.0.1:9000"
@@ -660,9 +665,12 @@ async fn check_config_accepts_a_valid_file_and_refuses_a_missing_one() {
         .await
         .expect_code(0)
         .expect_output("configuration is valid");
-    // Without the secret, serve could not start: check-config says so.
+    // Without the secret and the token key, serve could not start: check-config says so.
     let out = gateway(["check-config"]).run().await;
-    out.expect_code(2).expect_output("auth.secret");
+    out.expect_code(2)
+        .expect_output("auth.secret")
+        .expect_output("sessions.token_key")
+        .expect_output("GATEWAY_SESSIONS__TOKEN_KEY");
 
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("missing.toml");

@@ -1411,21 +1411,25 @@ async fn a_well_formed_token_the_server_never_issued_is_refused_and_never_stored
         .route("/opt", up, "optional")
         .start()
         .await;
-    let forged = gateway::sessions::new_token();
-    for _ in 0..3 {
-        for (what, r) in [
-            ("bearer", get(gw.addr, "/x").bearer(&forged)),
-            (
-                "cookie",
-                get(gw.addr, "/x").header("cookie", &format!("{COOKIE}={forged}")),
-            ),
-        ] {
-            assert_eq!(r.send().await.status, 401, "{what}");
+    // Tagged under the gateway's key (as if the key had leaked), and tagged under another.
+    let tagged = crate::support::token_keys().issue();
+    let other_key = gateway::sessions::TokenKeys::new(&[9u8; 32], &[]).issue();
+    for forged in [tagged, other_key] {
+        for _ in 0..3 {
+            for (what, r) in [
+                ("bearer", get(gw.addr, "/x").bearer(&forged)),
+                (
+                    "cookie",
+                    get(gw.addr, "/x").header("cookie", &format!("{COOKIE}={forged}")),
+                ),
+            ] {
+                assert_eq!(r.send().await.status, 401, "{what}");
+            }
+            assert_eq!(owner_of(gw.addr, &forged).await, Err(401));
+            let anonymous = get(gw.addr, "/opt").bearer(&forged).send().await;
+            assert_eq!(anonymous.status, 200);
+            assert_eq!(anonymous.echoed("x-user-id"), None);
         }
-        assert_eq!(owner_of(gw.addr, &forged).await, Err(401));
-        let anonymous = get(gw.addr, "/opt").bearer(&forged).send().await;
-        assert_eq!(anonymous.status, 200);
-        assert_eq!(anonymous.echoed("x-user-id"), None);
     }
     let rows = number(&db, "SELECT count(*) FROM sessions").await;
     assert_eq!(rows, 0, "a presented token never creates a session");
@@ -1441,9 +1445,9 @@ async fn every_login_issues_a_new_token_and_a_planted_one_stays_what_it_was() {
     let victim = user(&db, "vic@example.com", PASSWORD, &[]).await;
     let attacker = user(&db, "mal@example.com", PASSWORD, &[]).await;
     let email = "vic@example.com";
-    // What an attacker can plant in the victim's browser: a token of their own making, and a
-    // real session of their own account.
-    let forged = gateway::sessions::new_token();
+    // What an attacker can plant in the victim's browser: a token of their own making (tagged
+    // under the gateway's key, the strongest case), and a real session of their own account.
+    let forged = crate::support::token_keys().issue();
     let own = token_of(gw.addr, "mal@example.com", PASSWORD).await;
     let mut issued = vec![own.clone()];
     for planted in [&forged, &own] {

@@ -38,9 +38,16 @@ async fn select_finds_every_seeded_session_and_no_other() {
         append: false,
         session_lifetime: Duration::from_secs(3600),
         connections: 2,
+        token_key: crate::support::TOKEN_KEY.into(),
     })
     .await
     .unwrap();
+    let keys = crate::support::token_keys();
+    let text = std::fs::read_to_string(&seeded).unwrap();
+    assert!(
+        text.lines().all(|t| keys.verify(t)),
+        "seeded tokens carry the gateway's tag"
+    );
 
     let found = select(select_args(&db, &seeded, 30)).await.unwrap();
     assert_eq!((found.lookups, found.found, found.errors), (30, 30, 0));
@@ -48,7 +55,7 @@ async fn select_finds_every_seeded_session_and_no_other() {
 
     // Well-formed tokens nobody issued: looked up, never found.
     let strangers = dir.path().join("strangers.txt");
-    let lines: Vec<String> = (0..10).map(|_| gateway::sessions::new_token()).collect();
+    let lines: Vec<String> = (0..10).map(|_| keys.issue()).collect();
     std::fs::write(&strangers, lines.join("\n")).unwrap();
     let none = select(select_args(&db, &strangers, 10)).await.unwrap();
     assert_eq!((none.lookups, none.found, none.errors), (10, 0, 0));

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 
 use crate::support::http::{self, get, post_json};
-use crate::support::{SECRET, ServeProcess, TestDb, echo, user};
+use crate::support::{SECRET, ServeProcess, TOKEN_KEY, TestDb, echo, user};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_and_passwords_never_appear_in_logs() {
@@ -89,7 +89,7 @@ async fn tokens_and_passwords_never_appear_in_logs() {
         "expected JSON access lines, got:\n{logs}"
     );
     let token_body = token.trim_start_matches("gw_");
-    for secret in [token_body, password, "another-secret-pw", SECRET] {
+    for secret in [token_body, password, "another-secret-pw", SECRET, TOKEN_KEY] {
         assert!(
             !logs.contains(secret),
             "a secret reached the logs: {secret}\n{logs}"

@@ -25,6 +25,7 @@
 //! - [`browser`]: the login pages in headless Chromium: password, code and link sign-in,
 //!   sign-up with the verification code, `return_to`, the back button after sign-out.
 //! - [`pages`]: sign-up and magic-link forms, branding, helpful messages, sign-out over HTTP.
+//! - [`tokens`]: forged tokens cost no I/O; key rotation; legacy tokens; the miss budget.
 
 mod support;
 
@@ -47,4 +48,5 @@ mod routing;
 mod shutdown;
 mod sql_lint;
 mod tls;
+mod tokens;
 mod websocket;

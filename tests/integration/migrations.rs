@@ -507,6 +507,7 @@ async fn a_changed_migration_is_refused() {
     let serve = gateway(["serve"])
         .database(&db)
         .env("GATEWAY_AUTH__SECRET", "s".repeat(40))
+        .env("GATEWAY_SESSIONS__TOKEN_KEY", "k".repeat(40))
         .timeout(Duration::from_secs(30))
         .run()
         .await;
@@ -759,6 +760,7 @@ async fn serve_refuses_an_unmigrated_database() {
     let out = gateway(["serve"])
         .database(&db)
         .env("GATEWAY_AUTH__SECRET", "s".repeat(40))
+        .env("GATEWAY_SESSIONS__TOKEN_KEY", "k".repeat(40))
         .env("GATEWAY_SERVER__LISTEN", "127.0.0.1:0")
         .env("GATEWAY_SERVER__ADMIN_LISTEN", "127.0.0.1:0")
         .timeout(Duration::from_secs(30))

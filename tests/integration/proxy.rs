@@ -266,6 +266,7 @@ async fn a_burst_on_one_cold_token_makes_one_query_and_hits_make_none() {
         .unwrap();
     let session = gateway::sessions::create(
         db.pool(),
+        &crate::support::token_keys(),
         &user_row.id,
         &Default::default(),
         Duration::from_secs(3600),
@@ -308,8 +309,9 @@ async fn a_burst_on_one_cold_token_makes_one_query_and_hits_make_none() {
         1,
         "cache hits must not query"
     );
-    // Unknown tokens are cached negatively: many tries, one query.
-    let unknown = gateway::sessions::new_token();
+    // Unknown tokens (tagged under the gateway's key, so they pass the tag check) are cached
+    // negatively: many tries, one query.
+    let unknown = crate::support::token_keys().issue();
     for _ in 0..20 {
         assert_eq!(get(gw.addr, "/x").bearer(&unknown).send().await.status, 401);
     }

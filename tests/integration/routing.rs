@@ -217,6 +217,7 @@ async fn cold_user(
     for _ in 0..sessions {
         let s = gateway::sessions::create(
             db.pool(),
+            &crate::support::token_keys(),
             &id,
             &Default::default(),
             Duration::from_secs(3600),

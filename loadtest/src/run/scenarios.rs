@@ -1,5 +1,6 @@
 //! The scenarios of spec §7, each one step of work repeated by the load loop: `direct`,
-//! `proxy`, `cold`, `login`, `otp`, `revoke` and `mixed`. A step records its own operations
+//! `proxy`, `cold`, `login`, `otp`, `revoke` and `mixed`, and `forged` (a flood of tokens
+//! nobody issued). A step records its own operations
 //! (the counted one and, for compound steps, its phases) and says whether the run can go on.
 
 use std::fmt;
@@ -17,7 +18,7 @@ use serde_json::json;
 
 use super::client::{Client, Reply};
 use super::stats::{ErrorKind, Failure, OpDef, Recorder};
-use super::tokens::Tokens;
+use super::tokens::{Forge, Tokens};
 use crate::smtp::Codes;
 
 /// What a run does on each step.
@@ -43,6 +44,11 @@ pub enum Scenario {
     /// A blend of proxied GETs, session checks, logins, logout + login and public GETs
     /// (`--mix`).
     Mixed,
+    /// `GET path` through the gateway with a new well-formed token nobody issued for every
+    /// request, of the kind `--forge` says: the guessing flood. The expected answer is 401;
+    /// anything else (a 429 of the session-miss budget included) counts as an error of its
+    /// kind. Read the gateway's `gateway_session_queries_total` before and after.
+    Forged,
 }
 
 impl Scenario {
@@ -55,6 +61,7 @@ impl Scenario {
             Scenario::Otp => "otp",
             Scenario::Revoke => "revoke",
             Scenario::Mixed => "mixed",
+            Scenario::Forged => "forged",
         }
     }
 
@@ -68,6 +75,7 @@ impl Scenario {
             Scenario::Otp => OTP_OPS,
             Scenario::Revoke => REVOKE_OPS,
             Scenario::Mixed => MIXED_OPS,
+            Scenario::Forged => FORGED_OPS,
         }
     }
 }
@@ -79,6 +87,7 @@ const fn op(name: &'static str, counted: bool) -> OpDef {
 const DIRECT_OPS: &[OpDef] = &[op("direct", true)];
 const PROXY_OPS: &[OpDef] = &[op("proxy", true)];
 const COLD_OPS: &[OpDef] = &[op("cold", true)];
+const FORGED_OPS: &[OpDef] = &[op("forged", true)];
 const LOGIN_OPS: &[OpDef] = &[op("login", true)];
 /// The whole flow, then its phases: the request, the wait for the mail, the verification.
 const OTP_OPS: &[OpDef] = &[
@@ -189,6 +198,8 @@ pub struct Settings {
     pub revoke_timeout: Duration,
     pub mail_timeout: Duration,
     pub mix: Mix,
+    /// `forged`: what kind of token each request makes up.
+    pub forge: Forge,
 }
 
 /// Whether the load loop goes on after a step.
@@ -298,6 +309,10 @@ impl Env {
             Scenario::Otp => self.otp(shard, started).await,
             Scenario::Revoke => return self.revoke(shard, started).await,
             Scenario::Mixed => self.mixed(shard, started).await,
+            Scenario::Forged => {
+                let outcome = self.forged_get().await;
+                self.finish(shard, 0, started, started, outcome);
+            }
         }
         Flow::Continue
     }
@@ -338,6 +353,16 @@ impl Env {
             .map(Tokens::pick)
             .ok_or_else(|| Failure::new(ErrorKind::Other, "no tokens"))?;
         get_ok(&self.client, &self.settings.path, &bearer(token), "proxy").await
+    }
+
+    /// A GET with a token made up for it, which the gateway must refuse (401).
+    async fn forged_get(&self) -> Result<(), Failure> {
+        let token = self.settings.forge.make();
+        let reply = self
+            .client
+            .get(&self.settings.path, &bearer(&token))
+            .await?;
+        expect(reply, StatusCode::UNAUTHORIZED, "forged").map(drop)
     }
 
     /// Password login of `user`: the new session's token as a `Bearer` value.

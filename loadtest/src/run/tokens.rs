@@ -1,12 +1,74 @@
 //! The session tokens a run sends: read from the seed file, then chosen uniformly, by a Zipf
-//! law over their rank (line order), or each one once (for cache misses and revocations).
+//! law over their rank (line order), or each one once (for cache misses and revocations);
+//! or, for the `forged` scenario, made up anew for every request ([`Forge`]).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, bail};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use gateway::sessions::{TOKEN_PREFIX, TokenKeys};
 use http::HeaderValue;
-use rand::Rng;
+use rand::{Rng, RngCore as _};
+
+/// What kind of token `--scenario forged` makes up (`--forge`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ForgeKind {
+    /// `gw_` + 64 random base64url characters: the current shape with a random tag, what a
+    /// guesser without the key sends.
+    Forged,
+    /// `gw_` + 43 random base64url characters: the shape of tokens from before tags (what
+    /// the flood of issue 10 sent).
+    Legacy,
+    /// Correctly tagged under `--token-key` but never issued: what a guesser who has the key
+    /// sends (only the session-miss budget stands in the way).
+    Tagged,
+}
+
+/// Makes up the tokens of `--scenario forged`.
+#[derive(Debug, Clone)]
+pub enum Forge {
+    Forged,
+    Legacy,
+    Tagged(TokenKeys),
+}
+
+impl Forge {
+    /// The generator for `kind`; `tagged` needs the gateway's token key.
+    ///
+    /// # Errors
+    /// `tagged` without a key, or a key shorter than the gateway accepts.
+    pub fn new(kind: ForgeKind, key: Option<&str>) -> anyhow::Result<Forge> {
+        Ok(match (kind, key) {
+            (ForgeKind::Forged, _) => Forge::Forged,
+            (ForgeKind::Legacy, _) => Forge::Legacy,
+            (ForgeKind::Tagged, Some(k)) if k.len() >= gateway::config::MIN_SECRET_BYTES => {
+                Forge::Tagged(TokenKeys::new(k.as_bytes(), &[]))
+            }
+            (ForgeKind::Tagged, _) => bail!(
+                "--forge tagged needs --token-key (GATEWAY_SESSIONS__TOKEN_KEY): the gateway's \
+                 sessions.token_key, at least {} bytes",
+                gateway::config::MIN_SECRET_BYTES
+            ),
+        })
+    }
+
+    /// A new token nobody issued, as a `Bearer` value.
+    pub fn make(&self) -> HeaderValue {
+        let random = |n: usize| {
+            let mut bytes = vec![0u8; n];
+            rand::rng().fill_bytes(&mut bytes);
+            format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes))
+        };
+        let token = match self {
+            Forge::Forged => random(48),
+            Forge::Legacy => random(32),
+            Forge::Tagged(keys) => keys.issue(),
+        };
+        HeaderValue::from_str(&format!("Bearer {token}")).expect("base64url is a header value")
+    }
+}
 
 /// Zipf sampling over ranks `0..n`: rank `k` (0-based) has weight `1 / (k + 1)^s`, so rank 0
 /// is the most frequent and `s = 0` is uniform. Sampling is a binary search in the
@@ -149,5 +211,36 @@ impl Tokens {
     pub fn take_unused(&self) -> Option<&HeaderValue> {
         self.bearers
             .get(self.next_unused.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use gateway::sessions::{Shape, token};
+
+    use super::*;
+
+    fn token_of(bearer: &HeaderValue) -> String {
+        let value = bearer.to_str().unwrap();
+        value.strip_prefix("Bearer ").unwrap().to_string()
+    }
+
+    #[test]
+    fn forged_tokens_have_the_shapes_the_gateway_parses_and_each_is_new() {
+        let key = "k".repeat(gateway::config::MIN_SECRET_BYTES);
+        let keys = TokenKeys::new(key.as_bytes(), &[]);
+        for (kind, shape, tagged) in [
+            (ForgeKind::Forged, Shape::Signed, false),
+            (ForgeKind::Legacy, Shape::Legacy, false),
+            (ForgeKind::Tagged, Shape::Signed, true),
+        ] {
+            let forge = Forge::new(kind, Some(&key)).unwrap();
+            let (a, b) = (token_of(&forge.make()), token_of(&forge.make()));
+            assert_ne!(a, b, "{kind:?}: a new token per request");
+            assert_eq!(token::shape(&a), Some(shape), "{kind:?}: {a}");
+            assert_eq!(keys.verify(&a), tagged, "{kind:?}: {a}");
+        }
+        assert!(Forge::new(ForgeKind::Tagged, None).is_err());
+        assert!(Forge::new(ForgeKind::Tagged, Some("short")).is_err());
     }
 }

@@ -225,6 +225,43 @@ async fn mixed_blends_every_operation() {
     assert_eq!(per_op, summary.requests);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_expects_401_and_counts_anything_else_as_an_error() {
+    let gateway = FakeGateway::start(None).await;
+    for forge in ["forged", "legacy"] {
+        let summary = run(&[
+            "--scenario",
+            "forged",
+            "--forge",
+            forge,
+            "--target",
+            &gateway.url(),
+            "--concurrency",
+            "4",
+            "--duration",
+            "300ms",
+        ])
+        .await;
+        assert!(summary.ok > 0, "{forge}: {summary:#?}");
+        assert_eq!(summary.failed(), 0, "{forge}: {summary:#?}");
+    }
+    // An upstream that lets every token through is what the scenario exists to catch.
+    let echo = Echo::start().await;
+    let summary = run(&[
+        "--scenario",
+        "forged",
+        "--target",
+        &echo.url(),
+        "--concurrency",
+        "2",
+        "--duration",
+        "200ms",
+    ])
+    .await;
+    assert_eq!(summary.ok, 0, "{summary:#?}");
+    assert!(summary.failed() > 0);
+}
+
 #[tokio::test]
 async fn scenarios_refuse_to_start_without_what_they_need() {
     for (args, flag) in [
@@ -239,4 +276,19 @@ async fn scenarios_refuse_to_start_without_what_they_need() {
             .unwrap_err();
         assert!(format!("{err:#}").contains(flag), "{args:?}: {err:#}");
     }
+    let tagged_without_key = loadtest::run::RunConfig::from_flags(&[
+        "--target",
+        "http://127.0.0.1:1",
+        "--scenario",
+        "forged",
+        "--forge",
+        "tagged",
+        "--token-key",
+        "too short",
+    ])
+    .unwrap_err();
+    assert!(
+        format!("{tagged_without_key:#}").contains("--token-key"),
+        "{tagged_without_key:#}"
+    );
 }

@@ -11,14 +11,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use clap::Parser;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use loadtest::run::{RunArgs, RunConfig, Summary};
+use loadtest::run::{RunConfig, Summary};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::net::tcp::OwnedReadHalf;
@@ -115,20 +114,9 @@ impl TlsEcho {
     }
 }
 
-#[derive(Parser)]
-struct Cli {
-    #[command(flatten)]
-    run: RunArgs,
-}
-
 /// `loadtest run ARGS…` as validated from the command line.
 pub fn config(args: &[&str]) -> RunConfig {
-    let argv = std::iter::once("run").chain(args.iter().copied());
-    Cli::try_parse_from(argv)
-        .unwrap_or_else(|e| panic!("bad test flags {args:?}: {e}"))
-        .run
-        .validate()
-        .unwrap_or_else(|e| panic!("invalid test flags {args:?}: {e:#}"))
+    RunConfig::from_flags(args).unwrap_or_else(|e| panic!("bad test flags {args:?}: {e:#}"))
 }
 
 /// Runs `loadtest run ARGS…` to its end.

@@ -20,5 +20,6 @@ pub use command::{Gateway, Output, cli, gateway};
 pub use db::{TestDb, server_url, url_with_database};
 pub use faultproxy::{Fault, FaultProxy};
 pub use server::{
-    PUBLIC_ORIGIN, SECRET, ServeProcess, TestGateway, echo, sessions, unverified_user, user,
+    PUBLIC_ORIGIN, SECRET, ServeProcess, TOKEN_KEY, TestGateway, echo, sessions, token_keys,
+    unverified_user, user,
 };

@@ -17,6 +17,13 @@ use super::http;
 
 /// A secret of the required length for every test gateway.
 pub const SECRET: &str = "test-secret-0123456789-abcdefghijklmnop";
+/// The `sessions.token_key` of every test gateway.
+pub const TOKEN_KEY: &str = "test-token-key-9876543210-zyxwvutsrqpo";
+
+/// The token keys of every test gateway: tokens they issue are tagged as a gateway's are.
+pub fn token_keys() -> gateway::sessions::TokenKeys {
+    gateway::sessions::TokenKeys::new(TOKEN_KEY.as_bytes(), &[])
+}
 /// What test gateways put in `server.public_url`; browsers' `Origin` must match it.
 pub const PUBLIC_ORIGIN: &str = "https://gw.test";
 
@@ -137,6 +144,7 @@ impl Builder<'_> {
         let mut env: Vec<(String, String)> = [
             ("GATEWAY_DATABASE__URL", self.db.url()),
             ("GATEWAY_AUTH__SECRET", SECRET),
+            ("GATEWAY_SESSIONS__TOKEN_KEY", TOKEN_KEY),
             ("GATEWAY_AUTH__BCRYPT_COST", "4"),
             ("GATEWAY_SERVER__LISTEN", "127.0.0.1:0"),
             ("GATEWAY_SERVER__ADMIN_LISTEN", "127.0.0.1:0"),
@@ -213,6 +221,7 @@ pub async fn sessions(db: &TestDb, user_id: &str, n: usize) -> Vec<String> {
     for _ in 0..n {
         let session = gateway::sessions::create(
             db.pool(),
+            &token_keys(),
             user_id,
             &gateway::sessions::SessionMeta::default(),
             std::time::Duration::from_secs(3600),
@@ -252,6 +261,7 @@ impl ServeProcess {
             .arg(&file)
             .env("GATEWAY_DATABASE__URL", db.url())
             .env("GATEWAY_AUTH__SECRET", SECRET)
+            .env("GATEWAY_SESSIONS__TOKEN_KEY", TOKEN_KEY)
             .env("GATEWAY_SERVER__LISTEN", addr.to_string())
             .env("GATEWAY_SERVER__ADMIN_LISTEN", admin.to_string())
             .stdout(std::process::Stdio::piped())
