@@ -545,7 +545,7 @@ async fn verify(
     if path::has_prefix(&normalized, "/auth") {
         return Ok(resp);
     }
-    let route = gw.route(&normalized).ok_or(HttpError::Forbidden)?;
+    let route = gw.route(&normalized)?.ok_or(HttpError::Forbidden)?;
     let identity = gw
         .authenticate_for(route, &method, req.headers(), ctx)
         .await?;

@@ -82,11 +82,14 @@ impl Gateway {
         }
     }
 
-    /// The route for a normalized path: the longest matching prefix.
-    pub fn route(&self, normalized: &str) -> Option<&Route> {
-        self.routes
-            .iter()
-            .find(|r| path::has_prefix(normalized, &r.path_prefix))
+    /// The route for a normalized path: the longest matching prefix ([`path::route`]).
+    ///
+    /// # Errors
+    /// 400 when the path's extension makes its route ambiguous (`/admin.json` on the root
+    /// route while `/admin` is another).
+    pub fn route(&self, normalized: &str) -> Result<Option<&Route>, HttpError> {
+        path::route(normalized, &self.routes, |r| r.path_prefix.as_str())
+            .map_err(|e| HttpError::BadRequest(e.to_string()))
     }
 
     /// Phase 3 for a matched route: the identity, if the route looks at credentials (public
@@ -331,7 +334,7 @@ async fn handle_inner(
     }
 
     // 2. Route.
-    let route = gw.route(&normalized).ok_or(HttpError::NotFound)?;
+    let route = gw.route(&normalized)?.ok_or(HttpError::NotFound)?;
     ctx.route = if route.path_prefix.is_empty() {
         "/".into()
     } else {

@@ -226,6 +226,19 @@ async fn path_tricks_never_land_in_a_weaker_policy() {
         "/admin%00",
         "/admin#frag",
         "/admin?x=/public",
+        // Read as /admin by IIS (trailing dots and spaces), Spring (suffix patterns), Java
+        // (case-insensitive ı) and NFKC (fullwidth).
+        "/admin%20",
+        "/admin.",
+        "/admin..",
+        "/admin%2e",
+        "/admin%2E/x",
+        "/admin.json",
+        "/admin.json?x=1",
+        "/adm%C4%B1n",
+        "/adm%C4%B1n/x",
+        "/%EF%BD%81dmin",
+        "/admin%E2%80%A6",
     ] {
         let resp = get(gw.addr, target).send().await;
         assert!(
@@ -237,6 +250,27 @@ async fn path_tricks_never_land_in_a_weaker_policy() {
         if resp.status == 200 {
             panic!("{target} reached the upstream without credentials");
         }
+    }
+    // A session without the role gets no further with any of them.
+    user(&db, "ned@example.com", PASSWORD, &[]).await;
+    let roleless = gw.login("ned@example.com", PASSWORD).await;
+    for target in [
+        "/admin",
+        "/admin%20",
+        "/admin.",
+        "/admin..",
+        "/admin%2e",
+        "/admin.json",
+        "/adm%C4%B1n",
+        "/%EF%BD%81dmin",
+    ] {
+        let resp = get(gw.addr, target).bearer(&roleless).send().await;
+        assert!(
+            matches!(resp.status, 400 | 403),
+            "{target} with a role-less token answered {} {}",
+            resp.status,
+            resp.body
+        );
     }
     // And the upstream receives exactly the normalized path that was matched.
     user(&db, "dee@example.com", PASSWORD, &["admin"]).await;
