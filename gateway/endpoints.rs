@@ -6,13 +6,12 @@
 use std::time::SystemTime;
 
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
-use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::error::HttpError;
 use crate::pages::{self, forms};
-use crate::proxy::{self, Body, Conn, Ctx, Gateway, full};
+use crate::proxy::{self, Body, Conn, Ctx, Gateway, Incoming, full};
 use crate::ratelimit::Action;
 use crate::sessions::{Identity, NewSession, SessionMeta};
 use crate::{failures, path, users};

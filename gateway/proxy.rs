@@ -3,6 +3,7 @@
 //! → response → one log line. [`handle`] turns any error into a response exactly once;
 //! the phases use `?` freely.
 
+pub mod body;
 pub mod websocket;
 
 use std::convert::Infallible;
@@ -13,7 +14,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Empty, Full, Limited};
-use hyper::body::Incoming;
 use metrics::{Counter, Histogram};
 
 use crate::codes::Keys;
@@ -24,8 +24,10 @@ use crate::mail::Mailer;
 use crate::password::Hasher;
 use crate::ratelimit::Limits;
 use crate::sessions::{Identity, Sessions};
-use crate::upstream::{Upstream, UpstreamError};
+use crate::upstream::{RequestBodyError, Upstream, UpstreamError};
 use crate::{endpoints, path};
+
+pub use body::Incoming;
 
 /// Boxed errors of streamed bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -273,10 +275,11 @@ pub struct Ctx {
 pub async fn handle(
     worker: Arc<Worker>,
     conn: Conn,
-    req: Request<Incoming>,
+    req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let gw = &*worker.gw;
     let started = Instant::now();
+    let req = req.map(Incoming::new);
     let method = req.method().clone();
     let mut ctx = Ctx {
         request_id: uuid::Uuid::new_v4().to_string(),
@@ -510,25 +513,17 @@ async fn forward(
     parts.uri = uri;
     parts.version = http::Version::HTTP_11;
     let limited = Limited::new(
-        body,
+        body.map_err(RequestBodyError),
         usize::try_from(gw.config.server.max_body_bytes).unwrap_or(usize::MAX),
     );
     let upstream_req = Request::from_parts(parts, limited.boxed());
 
     // 7. Forward.
-    let mut resp = worker.upstream.forward(upstream_req).await.map_err(|e| {
-        metrics::counter!("gateway_upstream_errors_total", "kind" => match e {
-            UpstreamError::Timeout => "timeout",
-            UpstreamError::Unreachable(_) => "unreachable",
-            UpstreamError::BodyTooLarge => "body_too_large",
-        })
-        .increment(1);
-        match e {
-            UpstreamError::Timeout => HttpError::GatewayTimeout,
-            UpstreamError::BodyTooLarge => HttpError::PayloadTooLarge,
-            UpstreamError::Unreachable(cause) => HttpError::BadGateway(cause),
-        }
-    })?;
+    let mut resp = worker
+        .upstream
+        .forward(upstream_req)
+        .await
+        .map_err(|e| forward_error(e, &ctx.route))?;
 
     // 8. Response.
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -549,6 +544,32 @@ async fn forward(
         parts,
         body.map_err(BoxError::from).boxed(),
     ))
+}
+
+/// The answer to a failed forward, counted: the upstream's failures in
+/// `gateway_upstream_errors_total{kind, route}`, the client's own (its body over the limit,
+/// malformed or cut off) in `gateway_request_body_errors_total{kind, route}`, so that no
+/// client can raise upstream alerts.
+fn forward_error(e: UpstreamError, route: &str) -> HttpError {
+    let route = route.to_string();
+    let (client_side, kind) = match &e {
+        UpstreamError::Timeout => (false, "timeout"),
+        UpstreamError::Unreachable(_) => (false, "unreachable"),
+        UpstreamError::BodyTooLarge => (true, "too_large"),
+        UpstreamError::RequestBody(fault) => (true, fault.as_str()),
+    };
+    let name = if client_side {
+        "gateway_request_body_errors_total"
+    } else {
+        "gateway_upstream_errors_total"
+    };
+    metrics::counter!(name, "kind" => kind, "route" => route).increment(1);
+    match e {
+        UpstreamError::Timeout => HttpError::GatewayTimeout,
+        UpstreamError::BodyTooLarge => HttpError::PayloadTooLarge,
+        UpstreamError::Unreachable(cause) => HttpError::BadGateway(cause),
+        UpstreamError::RequestBody(fault) => HttpError::BadRequest(fault.to_string()),
+    }
 }
 
 /// Reads a whole request body up to `max` bytes (for the gateway's own JSON endpoints).

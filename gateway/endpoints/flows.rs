@@ -13,7 +13,6 @@
 //! faster), and a taken address gets an "account exists" mail instead of a code.
 
 use http::{HeaderMap, Method, Request, Response, StatusCode, header};
-use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -23,7 +22,7 @@ use crate::db::DbError;
 use crate::error::HttpError;
 use crate::mail::{self, Mailer, compose};
 use crate::pages::{self, forms};
-use crate::proxy::{Body, Ctx, Gateway};
+use crate::proxy::{Body, Ctx, Gateway, Incoming};
 use crate::ratelimit::Action;
 use crate::redirect::safe_return_to;
 use crate::{config, failures, password, users};

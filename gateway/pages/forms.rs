@@ -4,7 +4,6 @@
 //! first: browsers send `Origin` with a form POST.
 
 use http::{HeaderMap, Request, Response, header};
-use hyper::body::Incoming;
 
 use super::{
     Message, OTP_PAGE, RESET_CONFIRM_PAGE, html, login_page, otp_page, query, reset_confirm_page,
@@ -13,7 +12,7 @@ use super::{
 use crate::endpoints::flows::{self, OtpRequestInput, OtpVerifyInput, ResetInput, Verified};
 use crate::endpoints::{self, require_same_origin, session_meta};
 use crate::error::HttpError;
-use crate::proxy::{self, Body, Ctx, Gateway};
+use crate::proxy::{self, Body, Ctx, Gateway, Incoming};
 use crate::redirect::safe_return_to;
 use crate::sessions::NewSession;
 

@@ -5,13 +5,12 @@
 use std::time::Duration;
 
 use http::{HeaderMap, Request, header};
-use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
-use super::{Gateway, authorize, presented_token};
+use super::{Gateway, Incoming, authorize, presented_token};
 use crate::config::{AuthPolicy, Route};
 use crate::endpoints;
 use crate::error::HttpError;

@@ -194,3 +194,116 @@ async fn dripped_headers_are_cut_off_at_the_header_read_timeout() {
     eprintln!("dripped headers cut off after {cut_off:?} ({lines} lines)");
     assert!(cut_off < Duration::from_millis(1500), "{cut_off:?}");
 }
+
+/// The echo's JSON description of what the upstream received, from a raw 200 answer.
+fn echoed(out: &str) -> serde_json::Value {
+    assert_eq!(out.get(8..13), Some(" 200 "), "{out}");
+    let body = &out[out.find("\r\n\r\n").expect("a header block") + 4..];
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not the echo's JSON ({e}): {body}"))
+}
+
+/// The value of a counter in the Prometheus text of `/metrics` whose labels include all of
+/// `labels` (0 when there is none).
+async fn counter(admin: std::net::SocketAddr, name: &str, labels: &[&str]) -> u64 {
+    let text = crate::support::http::get(admin, "/metrics")
+        .send()
+        .await
+        .body;
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter(|l| labels.iter().all(|label| l.contains(label)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
+/// A chunked body the client garbled is the client's fault: 400, counted as a request body
+/// error, never as an upstream one (which would page whoever watches upstream health).
+#[tokio::test]
+async fn malformed_chunked_bodies_are_the_clients_fault() {
+    let db = TestDb::new().await;
+    let gw = TestGateway::builder(&db)
+        .route("/chunked-probe", echo().await, "public")
+        .start()
+        .await;
+    let route = "route=\"/chunked-probe\"";
+    let before = counter(
+        gw.admin,
+        "gateway_request_body_errors_total",
+        &["kind=\"malformed\"", route],
+    )
+    .await;
+    let bodies: &[(&str, &[u8])] = &[
+        ("0x3 chunk size", b"0x3\r\nabc\r\n0\r\n\r\n"),
+        (
+            "overflowing chunk size",
+            b"fffffffffffffffff\r\nabc\r\n0\r\n\r\n",
+        ),
+        ("bare LF", b"3\nabc\n0\n\n"),
+        ("newline in an extension", b"3;ext\nabc\r\n0\r\n\r\n"),
+        ("data longer than its size", b"3\r\nabcdef\r\n0\r\n\r\n"),
+        (
+            "malformed after a good chunk",
+            b"3\r\nabc\r\nzz\r\nabc\r\n0\r\n\r\n",
+        ),
+    ];
+    for (what, body) in bodies {
+        let mut request =
+            b"POST /chunked-probe HTTP/1.1\r\nhost: gw.test\r\ntransfer-encoding: chunked\r\n\r\n"
+                .to_vec();
+        request.extend_from_slice(body);
+        let out = raw(gw.addr, &request, WAIT).await;
+        assert!(out.starts_with("HTTP/1.1 400"), "{what}: {out}");
+        assert!(out.contains("malformed request body"), "{what}: {out}");
+    }
+    let after = counter(
+        gw.admin,
+        "gateway_request_body_errors_total",
+        &["kind=\"malformed\"", route],
+    )
+    .await;
+    assert_eq!(
+        after - before,
+        bodies.len() as u64,
+        "counted as the client's"
+    );
+    assert_eq!(
+        counter(gw.admin, "gateway_upstream_errors_total", &[route]).await,
+        0,
+        "counted as the upstream's"
+    );
+    // A good chunked body still goes through.
+    let out = raw(
+        gw.addr,
+        b"POST /chunked-probe HTTP/1.1\r\nhost: gw.test\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        WAIT,
+    )
+    .await;
+    assert_eq!(echoed(&out)["body_bytes"], 3);
+}
+
+/// `Transfer_Encoding` and `Content_Length` are what a CGI-style backend reads as
+/// `Transfer-Encoding` and `Content-Length`: they never reach it, on any route.
+#[tokio::test]
+async fn underscore_spellings_of_framing_headers_never_reach_the_upstream() {
+    let db = TestDb::new().await;
+    let gw = public_gateway(&db, &[]).await;
+    let out = raw(
+        gw.addr,
+        b"POST /a HTTP/1.1\r\nhost: gw.test\r\ncontent-length: 3\r\nContent_Length: 300\r\n\
+          Transfer_Encoding: chunked\r\ntransfer_encoding: identity\r\nHost_: x\r\n\
+          Keep_Alive: 1\r\nX_Custom: kept\r\nconnection: close\r\n\r\nabc",
+        WAIT,
+    )
+    .await;
+    let echoed = echoed(&out);
+    let headers = echoed["headers"].as_object().expect("headers");
+    for name in ["content_length", "transfer_encoding", "keep_alive"] {
+        assert!(
+            !headers.contains_key(name),
+            "{name} reached the upstream: {headers:?}"
+        );
+    }
+    assert_eq!(headers["x_custom"], "kept");
+    assert_eq!(echoed["body_bytes"], 3);
+}
