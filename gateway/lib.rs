@@ -5,7 +5,8 @@
 //! # Module map
 //! - [`cli`]: the command line; [`config`]: the TOML file and its validation.
 //! - [`server`]: listeners, connections, TLS, shutdown; [`admin`]: `/metrics`, `/healthz`, `/readyz`.
-//! - [`proxy`]: the request phases below; [`path`]: the one path normalization;
+//! - [`proxy`]: the request phases below; [`path`]: the one path normalization; [`host`]:
+//!   the one host check and normalization (`Host`, `:authority`, `X-Forwarded-Host`);
 //!   [`headers`]: stripping and injecting identity headers; [`upstream`]: the pooled client.
 //! - [`sessions`]: tokens, the validation cache, touch batching, cross-instance revocation.
 //! - [`users`], [`password`]: accounts and bcrypt; [`endpoints`]: `/auth/*`.
@@ -42,6 +43,7 @@ pub mod error;
 pub mod failures;
 pub mod headers;
 pub mod health;
+pub mod host;
 pub mod mail;
 pub mod migrate;
 pub mod pages;

@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
+use http::header::AsHeaderName;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::{BodyExt, Empty, Full, Limited};
 use metrics::{Counter, Histogram};
 
@@ -20,6 +21,7 @@ use crate::codes::Keys;
 use crate::config::{AuthPolicy, Config, Route};
 use crate::error::HttpError;
 use crate::headers::{self, Names};
+use crate::host::{self, Host};
 use crate::mail::Mailer;
 use crate::password::Hasher;
 use crate::ratelimit::Limits;
@@ -262,13 +264,20 @@ pub struct Conn {
     pub https: bool,
 }
 
-/// What the log line and the metrics need about a request.
+/// What the log line and the metrics need about a request, and what its answer depends on:
+/// the client's address, scheme and host as the gateway believes them.
 #[derive(Debug)]
 pub struct Ctx {
     pub request_id: String,
     pub route: String,
     pub user_id: Option<String>,
     pub client_ip: IpAddr,
+    /// Whether the client used https: the connection's scheme, or a trusted proxy's
+    /// `X-Forwarded-Proto` (set by phase 1, [`scheme_and_host`]).
+    pub https: bool,
+    /// The host the client asked for, normalized: the request's own, or a trusted proxy's
+    /// `X-Forwarded-Host`; `None` only for an HTTP/1.0 request without one (phase 1).
+    pub host: Option<Host>,
 }
 
 /// Serves one request: never fails, every error becomes its JSON response here.
@@ -286,6 +295,8 @@ pub async fn handle(
         route: "-".into(),
         user_id: None,
         client_ip: gw.client_ip(conn.peer.ip(), req.headers()),
+        https: conn.https,
+        host: None,
     };
     let response = match handle_inner(&worker, conn, req, &mut ctx).await {
         Ok(resp) => resp,
@@ -324,6 +335,12 @@ async fn handle_inner(
 ) -> Result<Response<Body>, HttpError> {
     let gw = &*worker.gw;
     // 1. Early checks.
+    if req.method() == Method::CONNECT {
+        // Not a forward proxy: a CONNECT has no path to route on, and would be forwarded as
+        // a tunnel to wherever its target names.
+        return Err(HttpError::MethodNotAllowed);
+    }
+    (ctx.https, ctx.host) = scheme_and_host(gw, conn, &req)?;
     let normalized =
         path::normalize(req.uri().path()).map_err(|e| HttpError::BadRequest(e.to_string()))?;
     check_body_length(req.headers(), gw.config.server.max_body_bytes)?;
@@ -368,6 +385,99 @@ async fn handle_inner(
         ctx,
     )
     .await
+}
+
+/// Phase 1: the scheme and host the client used: the connection's scheme and the request's
+/// own host (`:authority` or an absolute-form target, else `Host`), or, from a trusted proxy,
+/// its `X-Forwarded-Proto` and `X-Forwarded-Host`. Checked and normalized here once
+/// ([`host::normalize`]); untrusted peers' forwarded headers are not looked at (phase 6
+/// removes them).
+///
+/// # Errors
+/// 400 (RFC 9112 section 3.2, RFC 9113 section 8.3.1): more than one `Host`, an invalid one,
+/// none on HTTP/1.1, neither `:authority` nor `Host` on HTTP/2 or the two naming different
+/// hosts; from a trusted proxy, more than one `X-Forwarded-Proto` or one that is not `http`
+/// or `https`, more than one `X-Forwarded-Host` or an invalid one.
+pub fn scheme_and_host(
+    gw: &Gateway,
+    conn: Conn,
+    req: &Request<Incoming>,
+) -> Result<(bool, Option<Host>), HttpError> {
+    let headers = req.headers();
+    let trusted = gw.is_trusted(conn.peer.ip());
+    let forwarded = |name: &'static str| {
+        if trusted {
+            single(headers, name, name)
+        } else {
+            Ok(None)
+        }
+    };
+    let https = match forwarded("x-forwarded-proto")? {
+        None => conn.https,
+        Some(p) if p.eq_ignore_ascii_case("https") => true,
+        Some(p) if p.eq_ignore_ascii_case("http") => false,
+        Some(_) => {
+            return Err(HttpError::BadRequest(
+                "X-Forwarded-Proto must be http or https".into(),
+            ));
+        }
+    };
+    let check = |raw: &str, what: &str| {
+        host::normalize(raw, https).map_err(|e| HttpError::BadRequest(format!("{what}: {e}")))
+    };
+    let named = single(headers, header::HOST, "Host")?
+        .map(|raw| check(raw, "Host"))
+        .transpose()?;
+    let target = req
+        .uri()
+        .authority()
+        .map(|a| check(a.as_str(), "request target"))
+        .transpose()?;
+    let own = match (req.version(), target, named) {
+        (Version::HTTP_2, Some(a), Some(h)) if a != h => {
+            return Err(HttpError::BadRequest(
+                ":authority and Host name different hosts".into(),
+            ));
+        }
+        (Version::HTTP_2, None, None) => {
+            return Err(HttpError::BadRequest("no :authority and no Host".into()));
+        }
+        (Version::HTTP_11, _, None) => {
+            return Err(HttpError::BadRequest("no Host header".into()));
+        }
+        // An absolute-form target names the host; Host is then only checked (RFC 9112
+        // section 3.2.2).
+        (_, target, named) => target.or(named),
+    };
+    let host = match forwarded("x-forwarded-host")? {
+        Some(raw) => Some(check(raw, "X-Forwarded-Host")?),
+        None => own,
+    };
+    Ok((https, host))
+}
+
+/// The value of a header that may appear at most once, as text.
+///
+/// # Errors
+/// 400 when it appears more than once or is not visible ASCII.
+fn single<'a>(
+    headers: &'a HeaderMap,
+    name: impl AsHeaderName,
+    what: &str,
+) -> Result<Option<&'a str>, HttpError> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(HttpError::BadRequest(format!(
+            "more than one {what} header"
+        )));
+    }
+    first
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| HttpError::BadRequest(format!("{what} is not visible ASCII")))
+        })
+        .transpose()
 }
 
 /// Refuses a declared body over the limit before reading any of it.
@@ -462,16 +572,7 @@ async fn forward(
     };
     let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
     let uri = upstream_uri(route, normalized, req.uri().query())?;
-    let host = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
-        });
+    let host = ctx.host.as_ref().map(Host::to_string);
     let peer_ip = conn.peer.ip();
     let trusted_chain = gw
         .is_trusted(peer_ip)
@@ -496,7 +597,7 @@ async fn forward(
             client_ip: ctx.client_ip,
             trusted_chain: trusted_chain.as_deref(),
             peer_ip,
-            https: conn.https,
+            https: ctx.https,
             host: host.as_deref(),
         },
     );

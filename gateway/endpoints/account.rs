@@ -162,7 +162,7 @@ pub async fn revoke_session(
     let mut resp = json_response(StatusCode::OK, &json!({"revoked": true}));
     if id == identity.session_id {
         resp.headers_mut()
-            .append(header::SET_COOKIE, clear_cookie(gw));
+            .append(header::SET_COOKIE, clear_cookie(gw, ctx));
     }
     Ok(resp)
 }

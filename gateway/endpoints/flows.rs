@@ -437,7 +437,7 @@ pub async fn otp_verify(
     match do_otp_verify(gw, ctx, &input).await? {
         Verified::Login(user) => {
             let meta = session_meta(&headers, ctx, input.device_label);
-            start_session(gw, &user, &meta, StatusCode::OK).await
+            start_session(gw, ctx, &user, &meta, StatusCode::OK).await
         }
         Verified::EmailVerified(user) => Ok(json_response(
             StatusCode::OK,
@@ -560,7 +560,7 @@ pub async fn magic_consume(
     }
     .await;
     match outcome {
-        Ok((return_to, session)) => Ok(forms::signed_in(gw, &return_to, &session)),
+        Ok((return_to, session)) => Ok(forms::signed_in(gw, ctx, &return_to, &session)),
         Err(e) if browser => Ok(forms::failed(ctx, e, |m| pages::login_page("/", "", m))),
         Err(e) => Err(e),
     }

@@ -89,10 +89,12 @@ pub fn failed(
 }
 
 /// `303` to `location` with the new session's cookie.
-pub fn signed_in(gw: &Gateway, location: &str, session: &NewSession) -> Response<Body> {
+pub fn signed_in(gw: &Gateway, ctx: &Ctx, location: &str, session: &NewSession) -> Response<Body> {
     let mut resp = see_other(location);
-    resp.headers_mut()
-        .append(header::SET_COOKIE, endpoints::session_cookie(gw, session));
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        endpoints::session_cookie(gw, ctx, session),
+    );
     resp
 }
 
@@ -114,7 +116,7 @@ pub async fn login(gw: &Gateway, req: Request<Incoming>, ctx: &mut Ctx) -> Respo
     let return_to = safe_return_to(form.field("return_to"));
     let email = form.get("email");
     match endpoints::password_login(gw, &headers, ctx, email, form.get("password"), None).await {
-        Ok((_, session)) => signed_in(gw, &return_to, &session),
+        Ok((_, session)) => signed_in(gw, ctx, &return_to, &session),
         Err(e) => failed(ctx, e, |m| login_page(&return_to, email, m)),
     }
 }
@@ -185,7 +187,7 @@ pub async fn otp_verify(gw: &Gateway, req: Request<Incoming>, ctx: &mut Ctx) -> 
             Verified::Login(user) => {
                 let meta = session_meta(&headers, ctx, None);
                 let session = gw.sessions.create(&user.id, &meta).await?;
-                Ok::<_, HttpError>(signed_in(gw, &return_to, &session))
+                Ok::<_, HttpError>(signed_in(gw, ctx, &return_to, &session))
             }
             Verified::EmailVerified(_) => Ok(see_other("/auth/login?notice=email_verified")),
         }
@@ -258,6 +260,8 @@ mod tests {
             route: "/auth".into(),
             user_id: None,
             client_ip: std::net::Ipv4Addr::LOCALHOST.into(),
+            https: false,
+            host: None,
         };
         let resp = failed(&ctx, HttpError::InvalidCredentials, |m| {
             login_page("/x", "a@example.com", m)

@@ -202,6 +202,95 @@ fn echoed(out: &str) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not the echo's JSON ({e}): {body}"))
 }
 
+/// RFC 9112 section 3.2: a request without a `Host` (HTTP/1.1), with two, or with one that
+/// is not a host is a 400 before anything is routed; a valid one reaches the upstream as
+/// `X-Forwarded-Host` in one normalized spelling.
+#[tokio::test]
+async fn a_missing_duplicated_listed_or_invalid_host_is_refused() {
+    let db = TestDb::new().await;
+    let gw = public_gateway(&db, &[]).await;
+    for (what, head) in [
+        ("missing", "GET /a HTTP/1.1\r\n"),
+        (
+            "missing, absolute-form",
+            "GET http://gw.test/a HTTP/1.1\r\n",
+        ),
+        ("markup", "GET /a HTTP/1.1\r\nhost: a b<script>\r\n"),
+        (
+            "duplicated",
+            "GET /a HTTP/1.1\r\nhost: gw.test\r\nhost: evil.example\r\n",
+        ),
+        (
+            "duplicated alike",
+            "GET /a HTTP/1.1\r\nhost: gw.test\r\nhost: gw.test\r\n",
+        ),
+        ("list", "GET /a HTTP/1.1\r\nhost: gw.test, evil.example\r\n"),
+        (
+            "userinfo",
+            "GET /a HTTP/1.1\r\nhost: gw.test@evil.example\r\n",
+        ),
+        ("empty", "GET /a HTTP/1.1\r\nhost: \r\n"),
+        ("numeric", "GET /a HTTP/1.1\r\nhost: 2130706433\r\n"),
+        ("bad port", "GET /a HTTP/1.1\r\nhost: gw.test:99999\r\n"),
+        (
+            "on /auth",
+            "GET /auth/login HTTP/1.1\r\nhost: a b<script>\r\n",
+        ),
+        (
+            "invalid beside an absolute-form target",
+            "GET http://gw.test/a HTTP/1.1\r\nhost: a b<script>\r\n",
+        ),
+    ] {
+        let request = format!("{head}connection: close\r\n\r\n");
+        let out = raw(gw.addr, request.as_bytes(), WAIT).await;
+        assert!(out.starts_with("HTTP/1.1 400"), "{what}: {out}");
+        assert!(
+            !out.contains("\"headers\""),
+            "{what} reached the upstream: {out}"
+        );
+    }
+    for (head, forwarded) in [
+        ("GET /a HTTP/1.1\r\nhost: GW.Test.:80\r\n", Some("gw.test")),
+        (
+            "GET /a HTTP/1.1\r\nhost: gw.test:8080\r\n",
+            Some("gw.test:8080"),
+        ),
+        ("GET /a HTTP/1.1\r\nhost: [0:0::1]\r\n", Some("[::1]")),
+        (
+            "GET http://Other.Example/a HTTP/1.1\r\nhost: gw.test\r\n",
+            Some("other.example"),
+        ),
+        ("GET /a HTTP/1.0\r\n", None),
+    ] {
+        let request = format!("{head}connection: close\r\n\r\n");
+        let echoed = echoed(&raw(gw.addr, request.as_bytes(), WAIT).await);
+        assert_eq!(
+            echoed["headers"]["x-forwarded-host"].as_str(),
+            forwarded,
+            "{head}"
+        );
+    }
+}
+
+/// The gateway is not a forward proxy: a CONNECT, whatever its target, is a 405 and never
+/// reaches an upstream.
+#[tokio::test]
+async fn connect_is_refused_with_405() {
+    let db = TestDb::new().await;
+    let gw = public_gateway(&db, &[]).await;
+    for head in [
+        "CONNECT /public/m HTTP/1.1\r\nhost: gw.test\r\n",
+        "CONNECT gw.test:443 HTTP/1.1\r\nhost: gw.test:443\r\n",
+        "CONNECT 127.0.0.1:22 HTTP/1.1\r\nhost: 127.0.0.1:22\r\n",
+        "CONNECT /auth/login HTTP/1.1\r\nhost: gw.test\r\n",
+    ] {
+        let request = format!("{head}connection: close\r\n\r\n");
+        let out = raw(gw.addr, request.as_bytes(), WAIT).await;
+        assert!(out.starts_with("HTTP/1.1 405"), "{head}: {out}");
+        assert!(out.contains("method_not_allowed"), "{head}: {out}");
+    }
+}
+
 /// The value of a counter in the Prometheus text of `/metrics` whose labels include all of
 /// `labels` (0 when there is none).
 async fn counter(admin: std::net::SocketAddr, name: &str, labels: &[&str]) -> u64 {
