@@ -20,9 +20,11 @@
 //! ```text
 //! client ──TLS──▶ server (conn cap, handshake + header timeouts, h1/h2 by ALPN)
 //!   └▶ proxy::handle
-//!        1 early checks   path::normalize (400 on ambiguity), body limit, request id
+//!        1 early checks   CONNECT → 405; Host / :authority (host::normalize) and a trusted
+//!                         proxy's X-Forwarded-Proto/-Host; path::normalize (400 on
+//!                         ambiguity); body limit; request id
 //!        2 route          /auth/* → endpoints (the gateway's own); else the longest
-//!                         normalized prefix → policy, roles, methods
+//!                         normalized prefix (path::route) → policy, roles, methods
 //!        3 authenticate   cookie / Bearer → sessions::validate (moka; miss → one query)
 //!        4 authorize      required / optional / public, roles → 302 / 401 / 403
 //!        5 dispatch       upstream (or, for /auth/verify, the answer itself)
@@ -31,6 +33,7 @@
 //!        8 response       hop-by-hop headers stripped; WebSocket upgrades tunnelled
 //!                         (proxy::websocket: Origin check, session re-checked)
 //!        9 log            one access line (target "access"), metrics
+//!   a body left unread by an early answer is drained in the background (proxy::body)
 //! ```
 
 pub mod admin;
