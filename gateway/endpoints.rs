@@ -6,13 +6,12 @@
 use std::time::SystemTime;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
-use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::error::HttpError;
 use crate::pages::{self, forms};
-use crate::proxy::{self, Body, Conn, Ctx, Gateway, full};
+use crate::proxy::{self, Body, Conn, Ctx, Gateway, Incoming, full};
 use crate::ratelimit::Action;
 use crate::sessions::{Identity, NewSession, SessionMeta};
 use crate::{failures, headers, path, users};
@@ -226,18 +225,25 @@ fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
+/// `; Secure` when `server.public_url` is https or the client used https (as the connection
+/// or a trusted proxy's `X-Forwarded-Proto` says): a session cookie never travels over plain
+/// HTTP where https is used.
+fn secure_attribute(gw: &Gateway, ctx: &Ctx) -> &'static str {
+    if gw.config.server.public_url.https || ctx.https {
+        "; Secure"
+    } else {
+        ""
+    }
+}
+
 /// The `Set-Cookie` value carrying a new session.
-pub fn session_cookie(gw: &Gateway, session: &NewSession) -> HeaderValue {
+pub fn session_cookie(gw: &Gateway, ctx: &Ctx, session: &NewSession) -> HeaderValue {
     let max_age = session
         .expires_at
         .duration_since(SystemTime::now())
         .unwrap_or_default()
         .as_secs();
-    let secure = if gw.config.server.public_url.https {
-        "; Secure"
-    } else {
-        ""
-    };
+    let secure = secure_attribute(gw, ctx);
     let value = format!(
         "{}={}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}",
         gw.config.sessions.cookie_name, session.token
@@ -246,12 +252,8 @@ pub fn session_cookie(gw: &Gateway, session: &NewSession) -> HeaderValue {
 }
 
 /// The `Set-Cookie` value that removes the session cookie.
-pub fn clear_cookie(gw: &Gateway) -> HeaderValue {
-    let secure = if gw.config.server.public_url.https {
-        "; Secure"
-    } else {
-        ""
-    };
+pub fn clear_cookie(gw: &Gateway, ctx: &Ctx) -> HeaderValue {
+    let secure = secure_attribute(gw, ctx);
     let value = format!(
         "{}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{secure}",
         gw.config.sessions.cookie_name
@@ -368,17 +370,19 @@ pub async fn verify_password(
 /// 503 when the database is down.
 pub async fn start_session(
     gw: &Gateway,
+    ctx: &Ctx,
     user: &users::User,
     meta: &SessionMeta,
     status: StatusCode,
 ) -> Result<Response<Body>, HttpError> {
     let session = gw.sessions.create(&user.id, meta).await?;
-    Ok(session_response(gw, user, &session, status))
+    Ok(session_response(gw, ctx, user, &session, status))
 }
 
 /// The JSON answer to a new session (token, session, user), setting the cookie.
 fn session_response(
     gw: &Gateway,
+    ctx: &Ctx,
     user: &users::User,
     session: &NewSession,
     status: StatusCode,
@@ -390,7 +394,7 @@ fn session_response(
     });
     let mut resp = json_response(status, &body);
     resp.headers_mut()
-        .append(header::SET_COOKIE, session_cookie(gw, session));
+        .append(header::SET_COOKIE, session_cookie(gw, ctx, session));
     resp
 }
 
@@ -423,7 +427,7 @@ async fn login(
         body.device_label,
     )
     .await?;
-    Ok(session_response(gw, &user, &session, StatusCode::OK))
+    Ok(session_response(gw, ctx, &user, &session, StatusCode::OK))
 }
 
 /// Password login, shared by `POST /auth/login` in JSON and the sign-in form: checks the
@@ -477,7 +481,7 @@ async fn logout(
         json_response(StatusCode::OK, &json!({"revoked": revoked}))
     };
     let h = resp.headers_mut();
-    h.append(header::SET_COOKIE, clear_cookie(gw));
+    h.append(header::SET_COOKIE, clear_cookie(gw, ctx));
     h.insert(
         CLEAR_SITE_DATA,
         HeaderValue::from_static(CLEAR_SITE_DATA_ON_LOGOUT),
@@ -579,7 +583,7 @@ async fn verify(
     if path::has_prefix(&normalized, "/auth") {
         return Ok(resp);
     }
-    let route = gw.route(&normalized).ok_or(HttpError::Forbidden)?;
+    let route = gw.route(&normalized)?.ok_or(HttpError::Forbidden)?;
     let identity = gw
         .authenticate_for(route, &method, req.headers(), ctx)
         .await?;

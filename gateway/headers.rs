@@ -50,6 +50,22 @@ const HOP_BY_HOP: &[&str] = &[
     "http2-settings",
 ];
 
+/// Names whose `_` spelling a backend may read as the name itself (CGI-style servers turn `-`
+/// and `_` into one variable, `HTTP_CONTENT_LENGTH`): message framing, besides the hop-by-hop
+/// names. The `-` spellings are hyper's to parse (or [`HOP_BY_HOP`]'s to remove); an `_`
+/// spelling is removed on every route, so a backend never sees a second `Content-Length` or
+/// `Transfer-Encoding` the gateway did not frame the body by.
+const FRAMING: &[&str] = &["content-length", "transfer-encoding"];
+
+/// Whether `name` is an `_` spelling of a framing or hop-by-hop header (`Transfer_Encoding`).
+fn is_framing_alias(name: &HeaderName) -> bool {
+    let name = name.as_str();
+    name.contains('_') && {
+        let canon = name.replace('_', "-");
+        FRAMING.contains(&canon.as_str()) || HOP_BY_HOP.contains(&canon.as_str())
+    }
+}
+
 /// The identity header names and what sanitizing removes.
 #[derive(Debug, Clone)]
 pub struct Names {
@@ -128,9 +144,10 @@ impl Names {
     }
 }
 
-/// Removes hop-by-hop headers, every header named in `Connection`, and every gateway-owned
-/// header from an inbound request. With `keep_upgrade`, `Connection: upgrade` and `Upgrade`
-/// survive (a WebSocket handshake being proxied).
+/// Removes hop-by-hop headers, every header named in `Connection`, every gateway-owned
+/// header, and the `_` spellings of framing and hop-by-hop headers from an inbound request.
+/// With `keep_upgrade`, `Connection: upgrade` and `Upgrade` survive (a WebSocket handshake
+/// being proxied).
 ///
 /// # Security
 /// Runs before any identity header is inserted, so `Connection: X-User-Id` cannot remove the
@@ -145,7 +162,7 @@ pub fn sanitize_request(headers: &mut HeaderMap, names: &Names, keep_upgrade: bo
     }
     let owned: Vec<HeaderName> = headers
         .keys()
-        .filter(|k| names.is_owned(k))
+        .filter(|k| names.is_owned(k) || is_framing_alias(k))
         .cloned()
         .collect();
     for name in owned {
@@ -501,6 +518,35 @@ mod tests {
         sanitize_request(&mut h, &names(), false);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("accept"));
+    }
+
+    #[test]
+    fn underscore_spellings_of_framing_headers_are_removed() {
+        let mut h = map(&[
+            ("transfer_encoding", "chunked"),
+            ("Content_Length", "5"),
+            ("content_length", "0"),
+            ("_host", "evil"),
+            ("host_", "evil"),
+            ("x_host", "kept"),
+            ("keep_alive", "timeout=5"),
+            ("proxy_connection", "close"),
+            ("content_type", "text/plain"),
+            ("x_custom_header", "kept"),
+        ]);
+        sanitize_request(&mut h, &names(), false);
+        let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(
+            left,
+            [
+                "_host",
+                "content_type",
+                "host_",
+                "x_custom_header",
+                "x_host"
+            ]
+        );
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! # Module map
 //! - [`cli`]: the command line; [`config`]: the TOML file and its validation.
 //! - [`server`]: listeners, connections, TLS, shutdown; [`admin`]: `/metrics`, `/healthz`, `/readyz`.
-//! - [`proxy`]: the request phases below; [`path`]: the one path normalization;
+//! - [`proxy`]: the request phases below; [`path`]: the one path normalization; [`host`]:
+//!   the one host check and normalization (`Host`, `:authority`, `X-Forwarded-Host`);
 //!   [`headers`]: stripping and injecting identity headers; [`upstream`]: the pooled client.
 //! - [`sessions`]: tokens, the validation cache, touch batching, cross-instance revocation.
 //! - [`users`], [`password`]: accounts and bcrypt; [`endpoints`]: `/auth/*`.
@@ -19,9 +20,11 @@
 //! ```text
 //! client ──TLS──▶ server (conn cap, handshake + header timeouts, h1/h2 by ALPN)
 //!   └▶ proxy::handle
-//!        1 early checks   path::normalize (400 on ambiguity), body limit, request id
+//!        1 early checks   CONNECT → 405; Host / :authority (host::normalize) and a trusted
+//!                         proxy's X-Forwarded-Proto/-Host; path::normalize (400 on
+//!                         ambiguity); body limit; request id
 //!        2 route          /auth/* → endpoints (the gateway's own); else the longest
-//!                         normalized prefix → policy, roles, methods
+//!                         normalized prefix (path::route) → policy, roles, methods
 //!        3 authenticate   cookie / Bearer → sessions::validate (moka; miss → tag check,
 //!                         miss budget of the client address, one query)
 //!        4 authorize      required / optional / public, roles → 302 / 401 / 403
@@ -31,6 +34,7 @@
 //!        8 response       hop-by-hop headers stripped; WebSocket upgrades tunnelled
 //!                         (proxy::websocket: Origin check, session re-checked)
 //!        9 log            one access line (target "access"), metrics
+//!   a body left unread by an early answer is drained in the background (proxy::body)
 //! ```
 
 pub mod admin;
@@ -43,6 +47,7 @@ pub mod error;
 pub mod failures;
 pub mod headers;
 pub mod health;
+pub mod host;
 pub mod mail;
 pub mod migrate;
 pub mod pages;

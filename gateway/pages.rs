@@ -10,11 +10,10 @@ pub mod forms;
 use std::fmt::Write as _;
 
 use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
-use hyper::body::Incoming;
 
 use crate::config::Branding;
 use crate::error::HttpError;
-use crate::proxy::{Body, Ctx, Gateway, full};
+use crate::proxy::{Body, Ctx, Gateway, Incoming, full};
 use crate::redirect::safe_return_to;
 
 /// Nothing but the inline stylesheet, and forms that post back to the gateway. With a

@@ -3,6 +3,7 @@
 //! → response → one log line. [`handle`] turns any error into a response exactly once;
 //! the phases use `?` freely.
 
+pub mod body;
 pub mod websocket;
 
 use std::convert::Infallible;
@@ -11,21 +12,24 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
+use http::header::AsHeaderName;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::{BodyExt, Empty, Full, Limited};
-use hyper::body::Incoming;
 use metrics::{Counter, Histogram};
 
 use crate::codes::Keys;
 use crate::config::{AuthPolicy, Config, Route};
 use crate::error::HttpError;
 use crate::headers::{self, Names};
+use crate::host::{self, Host};
 use crate::mail::Mailer;
 use crate::password::Hasher;
 use crate::ratelimit::Limits;
 use crate::sessions::{Identity, Sessions};
-use crate::upstream::{Upstream, UpstreamError};
+use crate::upstream::{RequestBodyError, Upstream, UpstreamError};
 use crate::{endpoints, path};
+
+pub use body::Incoming;
 
 /// Boxed errors of streamed bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -89,11 +93,14 @@ impl Gateway {
         }
     }
 
-    /// The route for a normalized path: the longest matching prefix.
-    pub fn route(&self, normalized: &str) -> Option<&Route> {
-        self.routes
-            .iter()
-            .find(|r| path::has_prefix(normalized, &r.path_prefix))
+    /// The route for a normalized path: the longest matching prefix ([`path::route`]).
+    ///
+    /// # Errors
+    /// 400 when the path's extension makes its route ambiguous (`/admin.json` on the root
+    /// route while `/admin` is another).
+    pub fn route(&self, normalized: &str) -> Result<Option<&Route>, HttpError> {
+        path::route(normalized, &self.routes, |r| r.path_prefix.as_str())
+            .map_err(|e| HttpError::BadRequest(e.to_string()))
     }
 
     /// Phase 3 for a matched route: the identity, if the route looks at credentials (public
@@ -270,29 +277,39 @@ pub struct Conn {
     pub https: bool,
 }
 
-/// What the log line and the metrics need about a request.
+/// What the log line and the metrics need about a request, and what its answer depends on:
+/// the client's address, scheme and host as the gateway believes them.
 #[derive(Debug)]
 pub struct Ctx {
     pub request_id: String,
     pub route: String,
     pub user_id: Option<String>,
     pub client_ip: IpAddr,
+    /// Whether the client used https: the connection's scheme, or a trusted proxy's
+    /// `X-Forwarded-Proto` (set by phase 1, [`scheme_and_host`]).
+    pub https: bool,
+    /// The host the client asked for, normalized: the request's own, or a trusted proxy's
+    /// `X-Forwarded-Host`; `None` only for an HTTP/1.0 request without one (phase 1).
+    pub host: Option<Host>,
 }
 
 /// Serves one request: never fails, every error becomes its JSON response here.
 pub async fn handle(
     worker: Arc<Worker>,
     conn: Conn,
-    req: Request<Incoming>,
+    req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let gw = &*worker.gw;
     let started = Instant::now();
+    let req = req.map(Incoming::new);
     let method = req.method().clone();
     let mut ctx = Ctx {
         request_id: uuid::Uuid::new_v4().to_string(),
         route: "-".into(),
         user_id: None,
         client_ip: gw.client_ip(conn.peer.ip(), req.headers()),
+        https: conn.https,
+        host: None,
     };
     let response = match handle_inner(&worker, conn, req, &mut ctx).await {
         Ok(resp) => resp,
@@ -336,6 +353,12 @@ async fn handle_inner(
 ) -> Result<Response<Body>, HttpError> {
     let gw = &*worker.gw;
     // 1. Early checks.
+    if req.method() == Method::CONNECT {
+        // Not a forward proxy: a CONNECT has no path to route on, and would be forwarded as
+        // a tunnel to wherever its target names.
+        return Err(HttpError::MethodNotAllowed);
+    }
+    (ctx.https, ctx.host) = scheme_and_host(gw, conn, &req)?;
     let normalized =
         path::normalize(req.uri().path()).map_err(|e| HttpError::BadRequest(e.to_string()))?;
     check_body_length(req.headers(), gw.config.server.max_body_bytes)?;
@@ -349,7 +372,7 @@ async fn handle_inner(
     }
 
     // 2. Route.
-    let route = gw.route(&normalized).ok_or(HttpError::NotFound)?;
+    let route = gw.route(&normalized)?.ok_or(HttpError::NotFound)?;
     ctx.route = if route.path_prefix.is_empty() {
         "/".into()
     } else {
@@ -380,6 +403,99 @@ async fn handle_inner(
         ctx,
     )
     .await
+}
+
+/// Phase 1: the scheme and host the client used: the connection's scheme and the request's
+/// own host (`:authority` or an absolute-form target, else `Host`), or, from a trusted proxy,
+/// its `X-Forwarded-Proto` and `X-Forwarded-Host`. Checked and normalized here once
+/// ([`host::normalize`]); untrusted peers' forwarded headers are not looked at (phase 6
+/// removes them).
+///
+/// # Errors
+/// 400 (RFC 9112 section 3.2, RFC 9113 section 8.3.1): more than one `Host`, an invalid one,
+/// none on HTTP/1.1, neither `:authority` nor `Host` on HTTP/2 or the two naming different
+/// hosts; from a trusted proxy, more than one `X-Forwarded-Proto` or one that is not `http`
+/// or `https`, more than one `X-Forwarded-Host` or an invalid one.
+pub fn scheme_and_host(
+    gw: &Gateway,
+    conn: Conn,
+    req: &Request<Incoming>,
+) -> Result<(bool, Option<Host>), HttpError> {
+    let headers = req.headers();
+    let trusted = gw.is_trusted(conn.peer.ip());
+    let forwarded = |name: &'static str| {
+        if trusted {
+            single(headers, name, name)
+        } else {
+            Ok(None)
+        }
+    };
+    let https = match forwarded("x-forwarded-proto")? {
+        None => conn.https,
+        Some(p) if p.eq_ignore_ascii_case("https") => true,
+        Some(p) if p.eq_ignore_ascii_case("http") => false,
+        Some(_) => {
+            return Err(HttpError::BadRequest(
+                "X-Forwarded-Proto must be http or https".into(),
+            ));
+        }
+    };
+    let check = |raw: &str, what: &str| {
+        host::normalize(raw, https).map_err(|e| HttpError::BadRequest(format!("{what}: {e}")))
+    };
+    let named = single(headers, header::HOST, "Host")?
+        .map(|raw| check(raw, "Host"))
+        .transpose()?;
+    let target = req
+        .uri()
+        .authority()
+        .map(|a| check(a.as_str(), "request target"))
+        .transpose()?;
+    let own = match (req.version(), target, named) {
+        (Version::HTTP_2, Some(a), Some(h)) if a != h => {
+            return Err(HttpError::BadRequest(
+                ":authority and Host name different hosts".into(),
+            ));
+        }
+        (Version::HTTP_2, None, None) => {
+            return Err(HttpError::BadRequest("no :authority and no Host".into()));
+        }
+        (Version::HTTP_11, _, None) => {
+            return Err(HttpError::BadRequest("no Host header".into()));
+        }
+        // An absolute-form target names the host; Host is then only checked (RFC 9112
+        // section 3.2.2).
+        (_, target, named) => target.or(named),
+    };
+    let host = match forwarded("x-forwarded-host")? {
+        Some(raw) => Some(check(raw, "X-Forwarded-Host")?),
+        None => own,
+    };
+    Ok((https, host))
+}
+
+/// The value of a header that may appear at most once, as text.
+///
+/// # Errors
+/// 400 when it appears more than once or is not visible ASCII.
+fn single<'a>(
+    headers: &'a HeaderMap,
+    name: impl AsHeaderName,
+    what: &str,
+) -> Result<Option<&'a str>, HttpError> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(HttpError::BadRequest(format!(
+            "more than one {what} header"
+        )));
+    }
+    first
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| HttpError::BadRequest(format!("{what} is not visible ASCII")))
+        })
+        .transpose()
 }
 
 /// Refuses a declared body over the limit before reading any of it.
@@ -482,16 +598,7 @@ async fn forward(
     };
     let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
     let uri = upstream_uri(route, normalized, req.uri().query())?;
-    let host = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
-        });
+    let host = ctx.host.as_ref().map(Host::to_string);
     let peer_ip = conn.peer.ip();
     let trusted_chain = gw
         .is_trusted(peer_ip)
@@ -516,7 +623,7 @@ async fn forward(
             client_ip: ctx.client_ip,
             trusted_chain: trusted_chain.as_deref(),
             peer_ip,
-            https: conn.https,
+            https: ctx.https,
             host: host.as_deref(),
         },
     );
@@ -533,25 +640,17 @@ async fn forward(
     parts.uri = uri;
     parts.version = http::Version::HTTP_11;
     let limited = Limited::new(
-        body,
+        body.map_err(RequestBodyError),
         usize::try_from(gw.config.server.max_body_bytes).unwrap_or(usize::MAX),
     );
     let upstream_req = Request::from_parts(parts, limited.boxed());
 
     // 7. Forward.
-    let mut resp = worker.upstream.forward(upstream_req).await.map_err(|e| {
-        metrics::counter!("gateway_upstream_errors_total", "kind" => match e {
-            UpstreamError::Timeout => "timeout",
-            UpstreamError::Unreachable(_) => "unreachable",
-            UpstreamError::BodyTooLarge => "body_too_large",
-        })
-        .increment(1);
-        match e {
-            UpstreamError::Timeout => HttpError::GatewayTimeout,
-            UpstreamError::BodyTooLarge => HttpError::PayloadTooLarge,
-            UpstreamError::Unreachable(cause) => HttpError::BadGateway(cause),
-        }
-    })?;
+    let mut resp = worker
+        .upstream
+        .forward(upstream_req)
+        .await
+        .map_err(|e| forward_error(e, &ctx.route))?;
 
     // 8. Response.
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -572,6 +671,32 @@ async fn forward(
         parts,
         body.map_err(BoxError::from).boxed(),
     ))
+}
+
+/// The answer to a failed forward, counted: the upstream's failures in
+/// `gateway_upstream_errors_total{kind, route}`, the client's own (its body over the limit,
+/// malformed or cut off) in `gateway_request_body_errors_total{kind, route}`, so that no
+/// client can raise upstream alerts.
+fn forward_error(e: UpstreamError, route: &str) -> HttpError {
+    let route = route.to_string();
+    let (client_side, kind) = match &e {
+        UpstreamError::Timeout => (false, "timeout"),
+        UpstreamError::Unreachable(_) => (false, "unreachable"),
+        UpstreamError::BodyTooLarge => (true, "too_large"),
+        UpstreamError::RequestBody(fault) => (true, fault.as_str()),
+    };
+    let name = if client_side {
+        "gateway_request_body_errors_total"
+    } else {
+        "gateway_upstream_errors_total"
+    };
+    metrics::counter!(name, "kind" => kind, "route" => route).increment(1);
+    match e {
+        UpstreamError::Timeout => HttpError::GatewayTimeout,
+        UpstreamError::BodyTooLarge => HttpError::PayloadTooLarge,
+        UpstreamError::Unreachable(cause) => HttpError::BadGateway(cause),
+        UpstreamError::RequestBody(fault) => HttpError::BadRequest(fault.to_string()),
+    }
 }
 
 /// Reads a whole request body up to `max` bytes (for the gateway's own JSON endpoints).

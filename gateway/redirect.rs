@@ -3,26 +3,41 @@
 
 use percent_encoding::percent_decode_str;
 
+use crate::path;
+
 /// Longest `return_to` kept; a longer one falls back to `/`.
 pub const MAX_RETURN_TO: usize = 2048;
 
 /// Where to send the browser after a login: `raw` when it is a same-origin relative path,
+/// its path normalized by [`path::normalize`] (the query and fragment kept as they are),
 /// else `/`.
 ///
 /// Accepted: a path that starts with exactly one `/`, made only of visible ASCII (so it is
-/// always a valid `Location` header), at most [`MAX_RETURN_TO`] bytes.
+/// always a valid `Location` header), at most [`MAX_RETURN_TO`] bytes, whose path part the
+/// one path normalization accepts and which still starts with exactly one `/` after it.
 ///
 /// # Security
 /// Refused, each falling back to `/`: absolute and scheme-relative URLs (`https://evil`,
 /// `//evil`, `javascript:...`), backslashes anywhere (`/\evil`: browsers read `\` as `/`),
 /// whitespace and control characters (browsers strip tabs and newlines, so `/\t/evil` would
 /// become `//evil`), and the same tricks percent-encoded once (`/%2f%2fevil`, `/%5cevil`,
-/// `/%0d%0a...`), in case a later hop decodes before it redirects.
+/// `/%0d%0a...`), in case a later hop decodes before it redirects; dot segments
+/// (`/.//evil.example`, which a browser resolves to `//evil.example`) and every other path
+/// the gateway would refuse as ambiguous.
 pub fn safe_return_to(raw: Option<&str>) -> String {
-    match raw {
-        Some(path) if is_safe(path) => path.to_string(),
-        _ => "/".to_string(),
-    }
+    raw.filter(|r| is_safe(r))
+        .and_then(normalized)
+        .unwrap_or_else(|| "/".to_string())
+}
+
+/// `raw` with its path normalized, unless the normalization refuses it or its result could
+/// be read as scheme-relative.
+fn normalized(raw: &str) -> Option<String> {
+    let end = raw.find(['?', '#']).unwrap_or(raw.len());
+    let (target, rest) = raw.split_at(end);
+    let normalized = path::normalize(target).ok()?;
+    let out = format!("{normalized}{rest}");
+    (is_single_slash_path(out.as_bytes()) && out.len() <= MAX_RETURN_TO).then_some(out)
 }
 
 fn is_safe(path: &str) -> bool {
@@ -56,12 +71,44 @@ mod tests {
             "/app",
             "/app/page?x=1&y=2#frag",
             "/search?q=hello%20world",
-            "/a/b/../c",
             "/redirect?to=https://elsewhere",
             "/%C3%A9t%C3%A9",
-            "/a%2Fb",
+            "/a?next=/..//evil.example",
+            "/a#/../x",
         ] {
             assert_eq!(safe_return_to(Some(ok)), ok, "{ok}");
+        }
+    }
+
+    #[test]
+    fn paths_are_normalized_once() {
+        for (raw, want) in [
+            ("/a//b", "/a/b"),
+            ("/%61pp?x=%61", "/app?x=%61"),
+            ("/caf%c3%a9", "/caf%C3%A9"),
+            ("/a/%7euser#top", "/a/~user#top"),
+        ] {
+            assert_eq!(safe_return_to(Some(raw)), want, "{raw}");
+        }
+    }
+
+    #[test]
+    fn dot_segments_and_ambiguous_paths_fall_back() {
+        for bad in [
+            "/.//evil.example",
+            "/./evil.example",
+            "/.//evil.example?x=1",
+            "/a/../..//evil.example",
+            "/a/b/../c",
+            "/%2e/%2fevil.example",
+            "/%2e%2e//evil.example",
+            "/./\\evil.example",
+            "/a%2Fb",
+            "/a;b",
+            "/admin%20",
+            "/%EF%BC%8F%EF%BC%8Fevil.example",
+        ] {
+            assert_eq!(safe_return_to(Some(bad)), "/", "{bad:?}");
         }
     }
 
@@ -146,6 +193,12 @@ mod tests {
             "\u{a0}",
             "\u{3000}",
             "é",
+            "./",
+            "../",
+            "%2e",
+            "%2e%2e/",
+            "/./",
+            "/../",
         ]);
         prop::collection::vec(piece, 0..12).prop_map(|parts| parts.concat())
     }
@@ -182,9 +235,29 @@ mod tests {
         }
 
         #[test]
-        fn accepted_paths_are_unchanged(raw in "/[a-z0-9/?=&%._-]{0,40}") {
+        fn accepted_paths_are_normalized_and_keep_their_query(raw in "/[a-z0-9/?=&%._-]{0,40}") {
             let out = safe_return_to(Some(&raw));
-            prop_assert!(out == raw || out == "/");
+            if out != "/" || raw == "/" {
+                let split = |s: &str| {
+                    let end = s.find('?').unwrap_or(s.len());
+                    (s[..end].to_string(), s[end..].to_string())
+                };
+                let (raw_path, raw_rest) = split(&raw);
+                let (path, rest) = split(&out);
+                prop_assert_eq!(rest, raw_rest);
+                prop_assert_eq!(path::normalize(&raw_path), Ok(path.clone()));
+                prop_assert_eq!(path::normalize(&path), Ok(path));
+            }
+        }
+
+        #[test]
+        fn output_paths_have_no_dot_segments(raw in hostile()) {
+            let out = safe_return_to(Some(&raw));
+            let end = out.find(['?', '#']).unwrap_or(out.len());
+            let target = &out[..end];
+            prop_assert!(!target.split('/').any(|s| s == "." || s == ".."), "{:?}", out);
+            let again = path::normalize(target);
+            prop_assert_eq!(again.as_deref(), Ok(target), "{:?}", out);
         }
     }
 }

@@ -1,5 +1,7 @@
 //! The pooled HTTP/1.1 client to the upstreams: connect and response-header timeouts, bodies
-//! streamed both ways, failures sorted into 502 (cannot connect, reset) and 504 (too slow).
+//! streamed both ways, failures sorted into 502 (cannot connect, reset) and 504 (too slow), and
+//! apart from them the client's own faults that surface while forwarding: a request body over
+//! the limit (413) or one that breaks (400).
 
 use std::time::Duration;
 
@@ -24,7 +26,44 @@ pub enum UpstreamError {
     /// The client sent more than `server.max_body_bytes`: 413.
     #[error("request body too large")]
     BodyTooLarge,
+    /// The client's request body broke while it was forwarded: 400, the client's fault.
+    #[error("{0}")]
+    RequestBody(BodyFault),
 }
+
+/// How a client's request body broke (the `kind` of `gateway_request_body_errors_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFault {
+    /// Not valid framing: a malformed chunk size or line ending, a chunk size that overflows,
+    /// a bad chunk extension.
+    Malformed,
+    /// Cut off: the client closed or reset before the end.
+    Incomplete,
+}
+
+impl BodyFault {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BodyFault::Malformed => "malformed",
+            BodyFault::Incomplete => "incomplete",
+        }
+    }
+}
+
+impl std::fmt::Display for BodyFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BodyFault::Malformed => "malformed request body",
+            BodyFault::Incomplete => "the request body was cut off",
+        })
+    }
+}
+
+/// An error of the client's request body, marked so that forwarding can tell it from the
+/// upstream's: wrap the body's errors in it before sending (`body.map_err(RequestBodyError)`).
+#[derive(Debug, thiserror::Error)]
+#[error("request body: {0}")]
+pub struct RequestBodyError(#[source] pub hyper::Error);
 
 /// The shared upstream client.
 #[derive(Clone)]
@@ -70,7 +109,28 @@ fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
         if s.is::<http_body_util::LengthLimitError>() {
             return UpstreamError::BodyTooLarge;
         }
+        if s.is::<RequestBodyError>() {
+            return UpstreamError::RequestBody(body_fault(s));
+        }
         source = s.source();
     }
     UpstreamError::Unreachable(e.to_string())
+}
+
+/// Malformed when the body's decoder refused the bytes (an I/O error of kind `InvalidData`
+/// or `InvalidInput` below it), else cut off.
+fn body_fault(e: &(dyn std::error::Error + 'static)) -> BodyFault {
+    let mut source = Some(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput
+            ) {
+                return BodyFault::Malformed;
+            }
+        }
+        source = s.source();
+    }
+    BodyFault::Incomplete
 }

@@ -90,7 +90,8 @@ trap summary EXIT
 # >>> ensure_test_tools: tools that later test suites need beyond cargo and PostgreSQL.
 #   - aiosmtpd: the SMTP sink of the mail / OTP tests (python3 -m aiosmtpd);
 #   - chromium + chromium-driver: the browser tests of the login pages (/usr/bin/chromedriver);
-#   - nginx: the forward-auth test runs config/nginx-forward-auth.conf in a real nginx.
+#   - nginx: the forward-auth test runs config/nginx-forward-auth.conf in a real nginx;
+#   - curl (with HTTP/2): the early-refusal test uploads through the real curl.
 # Installed only under CI=true or as root; a failed install is a warning, and the tests that
 # need a missing tool decide for themselves (skip or fail). Add new tools here.
 APT_UPDATED=0
@@ -111,7 +112,7 @@ ensure_test_tools() {
         return 0
     fi
     if [ "${CI:-}" != true ] && [ "$(id -u)" != 0 ]; then
-        echo "not CI and not root: not installing test-time tools (aiosmtpd, chromium, chromedriver, nginx)" >&2
+        echo "not CI and not root: not installing test-time tools (aiosmtpd, chromium, chromedriver, nginx, curl)" >&2
         return 0
     fi
     if python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
@@ -137,6 +138,13 @@ ensure_test_tools() {
         echo "nginx: installing with apt-get" >&2
         apt_install nginx-light >&2 || apt_install nginx >&2 ||
             warn "could not install nginx; the nginx forward-auth test may be skipped or fail"
+    fi
+    if command -v curl >/dev/null 2>&1 && curl --version | grep -q HTTP2; then
+        echo "curl: present" >&2
+    else
+        echo "curl: installing with apt-get" >&2
+        apt_install curl >&2 ||
+            warn "could not install curl; the curl HTTP/2 test may be skipped or fail"
     fi
 }
 # <<< ensure_test_tools

@@ -4,7 +4,6 @@
 //! check (CSRF), a Bearer one need not (browsers cannot be made to send the header).
 
 use http::{HeaderMap, Request, Response, StatusCode, header};
-use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
@@ -12,7 +11,7 @@ use uuid::Uuid;
 use super::flows::check_new_password;
 use super::{clear_cookie, json_response, read_json, require_identity, require_same_origin};
 use crate::error::HttpError;
-use crate::proxy::{Body, Ctx, Gateway};
+use crate::proxy::{Body, Ctx, Gateway, Incoming};
 use crate::ratelimit::Action;
 use crate::sessions::{self, Identity};
 use crate::{headers, users};
@@ -163,7 +162,7 @@ pub async fn revoke_session(
     let mut resp = json_response(StatusCode::OK, &json!({"revoked": true}));
     if id == identity.session_id {
         resp.headers_mut()
-            .append(header::SET_COOKIE, clear_cookie(gw));
+            .append(header::SET_COOKIE, clear_cookie(gw, ctx));
     }
     Ok(resp)
 }

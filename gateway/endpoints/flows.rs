@@ -13,7 +13,6 @@
 //! faster), and a taken address gets an "account exists" mail instead of a code.
 
 use http::{HeaderMap, Method, Request, Response, StatusCode, header};
-use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -23,7 +22,7 @@ use crate::db::DbError;
 use crate::error::HttpError;
 use crate::mail::{self, Mailer, compose};
 use crate::pages::{self, forms};
-use crate::proxy::{Body, Ctx, Gateway};
+use crate::proxy::{Body, Ctx, Gateway, Incoming};
 use crate::ratelimit::Action;
 use crate::redirect::safe_return_to;
 use crate::{config, failures, password, users};
@@ -458,7 +457,7 @@ pub async fn otp_verify(
     match do_otp_verify(gw, ctx, &input).await? {
         Verified::Login(user) => {
             let meta = session_meta(&headers, ctx, input.device_label);
-            start_session(gw, &user, &meta, StatusCode::OK).await
+            start_session(gw, ctx, &user, &meta, StatusCode::OK).await
         }
         Verified::EmailVerified(user) => Ok(json_response(
             StatusCode::OK,
@@ -585,7 +584,7 @@ pub async fn magic_consume(
     }
     .await;
     match outcome {
-        Ok((return_to, session)) => Ok(forms::signed_in(gw, &return_to, &session)),
+        Ok((return_to, session)) => Ok(forms::signed_in(gw, ctx, &return_to, &session)),
         Err(e) if browser => {
             let brand = &gw.config.branding;
             Ok(forms::failed(brand, ctx, e, |m| {

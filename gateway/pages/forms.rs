@@ -4,7 +4,6 @@
 //! first: browsers send `Origin` with a form POST.
 
 use http::{HeaderMap, Request, Response, header};
-use hyper::body::Incoming;
 
 use super::{
     MAGIC_SENT_PAGE, Message, OTP_PAGE, RESET_CONFIRM_PAGE, VERIFY_EMAIL_PAGE, html, login_page,
@@ -17,7 +16,7 @@ use crate::endpoints::flows::{
 };
 use crate::endpoints::{self, require_same_origin, session_meta};
 use crate::error::HttpError;
-use crate::proxy::{self, Body, Ctx, Gateway};
+use crate::proxy::{self, Body, Ctx, Gateway, Incoming};
 use crate::redirect::safe_return_to;
 use crate::sessions::NewSession;
 
@@ -96,10 +95,12 @@ pub fn failed(
 }
 
 /// `303` to `location` with the new session's cookie.
-pub fn signed_in(gw: &Gateway, location: &str, session: &NewSession) -> Response<Body> {
+pub fn signed_in(gw: &Gateway, ctx: &Ctx, location: &str, session: &NewSession) -> Response<Body> {
     let mut resp = see_other(location);
-    resp.headers_mut()
-        .append(header::SET_COOKIE, endpoints::session_cookie(gw, session));
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        endpoints::session_cookie(gw, ctx, session),
+    );
     resp
 }
 
@@ -137,7 +138,7 @@ pub async fn login(gw: &Gateway, req: Request<Incoming>, ctx: &mut Ctx) -> Respo
     let return_to = safe_return_to(form.field("return_to"));
     let email = form.get("email");
     match endpoints::password_login(gw, &headers, ctx, email, form.get("password"), None).await {
-        Ok((_, session)) => signed_in(gw, &return_to, &session),
+        Ok((_, session)) => signed_in(gw, ctx, &return_to, &session),
         Err(e) => failed(brand, ctx, e, |m| login_page(brand, &return_to, email, m)),
     }
 }
@@ -229,7 +230,7 @@ pub async fn otp_verify(gw: &Gateway, req: Request<Incoming>, ctx: &mut Ctx) -> 
             flows::do_otp_verify(gw, ctx, &input).await?;
         let meta = session_meta(&headers, ctx, None);
         let session = gw.sessions.create(&user.id, &meta).await?;
-        Ok::<_, HttpError>(signed_in(gw, &return_to, &session))
+        Ok::<_, HttpError>(signed_in(gw, ctx, &return_to, &session))
     }
     .await;
     outcome.unwrap_or_else(|e| {
@@ -326,6 +327,8 @@ mod tests {
             route: "/auth".into(),
             user_id: None,
             client_ip: std::net::Ipv4Addr::LOCALHOST.into(),
+            https: false,
+            host: None,
         };
         let brand = Branding::default();
         let resp = failed(&brand, &ctx, HttpError::InvalidCredentials, |m| {

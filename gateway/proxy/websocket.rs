@@ -6,13 +6,12 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use http::{HeaderMap, Request, header};
-use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
-use super::{Ctx, Gateway, authorize, presented_token};
+use super::{Ctx, Gateway, Incoming, authorize, presented_token};
 use crate::config::{AuthPolicy, Route};
 use crate::endpoints;
 use crate::error::HttpError;

@@ -194,3 +194,205 @@ async fn dripped_headers_are_cut_off_at_the_header_read_timeout() {
     eprintln!("dripped headers cut off after {cut_off:?} ({lines} lines)");
     assert!(cut_off < Duration::from_millis(1500), "{cut_off:?}");
 }
+
+/// The echo's JSON description of what the upstream received, from a raw 200 answer.
+fn echoed(out: &str) -> serde_json::Value {
+    assert_eq!(out.get(8..13), Some(" 200 "), "{out}");
+    let body = &out[out.find("\r\n\r\n").expect("a header block") + 4..];
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not the echo's JSON ({e}): {body}"))
+}
+
+/// RFC 9112 section 3.2: a request without a `Host` (HTTP/1.1), with two, or with one that
+/// is not a host is a 400 before anything is routed; a valid one reaches the upstream as
+/// `X-Forwarded-Host` in one normalized spelling.
+#[tokio::test]
+async fn a_missing_duplicated_listed_or_invalid_host_is_refused() {
+    let db = TestDb::new().await;
+    let gw = public_gateway(&db, &[]).await;
+    for (what, head) in [
+        ("missing", "GET /a HTTP/1.1\r\n"),
+        (
+            "missing, absolute-form",
+            "GET http://gw.test/a HTTP/1.1\r\n",
+        ),
+        ("markup", "GET /a HTTP/1.1\r\nhost: a b<script>\r\n"),
+        (
+            "duplicated",
+            "GET /a HTTP/1.1\r\nhost: gw.test\r\nhost: evil.example\r\n",
+        ),
+        (
+            "duplicated alike",
+            "GET /a HTTP/1.1\r\nhost: gw.test\r\nhost: gw.test\r\n",
+        ),
+        ("list", "GET /a HTTP/1.1\r\nhost: gw.test, evil.example\r\n"),
+        (
+            "userinfo",
+            "GET /a HTTP/1.1\r\nhost: gw.test@evil.example\r\n",
+        ),
+        ("empty", "GET /a HTTP/1.1\r\nhost: \r\n"),
+        ("numeric", "GET /a HTTP/1.1\r\nhost: 2130706433\r\n"),
+        ("bad port", "GET /a HTTP/1.1\r\nhost: gw.test:99999\r\n"),
+        (
+            "on /auth",
+            "GET /auth/login HTTP/1.1\r\nhost: a b<script>\r\n",
+        ),
+        (
+            "invalid beside an absolute-form target",
+            "GET http://gw.test/a HTTP/1.1\r\nhost: a b<script>\r\n",
+        ),
+    ] {
+        let request = format!("{head}connection: close\r\n\r\n");
+        let out = raw(gw.addr, request.as_bytes(), WAIT).await;
+        assert!(out.starts_with("HTTP/1.1 400"), "{what}: {out}");
+        assert!(
+            !out.contains("\"headers\""),
+            "{what} reached the upstream: {out}"
+        );
+    }
+    for (head, forwarded) in [
+        ("GET /a HTTP/1.1\r\nhost: GW.Test.:80\r\n", Some("gw.test")),
+        (
+            "GET /a HTTP/1.1\r\nhost: gw.test:8080\r\n",
+            Some("gw.test:8080"),
+        ),
+        ("GET /a HTTP/1.1\r\nhost: [0:0::1]\r\n", Some("[::1]")),
+        (
+            "GET http://Other.Example/a HTTP/1.1\r\nhost: gw.test\r\n",
+            Some("other.example"),
+        ),
+        ("GET /a HTTP/1.0\r\n", None),
+    ] {
+        let request = format!("{head}connection: close\r\n\r\n");
+        let echoed = echoed(&raw(gw.addr, request.as_bytes(), WAIT).await);
+        assert_eq!(
+            echoed["headers"]["x-forwarded-host"].as_str(),
+            forwarded,
+            "{head}"
+        );
+    }
+}
+
+/// The gateway is not a forward proxy: a CONNECT, whatever its target, is a 405 and never
+/// reaches an upstream.
+#[tokio::test]
+async fn connect_is_refused_with_405() {
+    let db = TestDb::new().await;
+    let gw = public_gateway(&db, &[]).await;
+    for head in [
+        "CONNECT /public/m HTTP/1.1\r\nhost: gw.test\r\n",
+        "CONNECT gw.test:443 HTTP/1.1\r\nhost: gw.test:443\r\n",
+        "CONNECT 127.0.0.1:22 HTTP/1.1\r\nhost: 127.0.0.1:22\r\n",
+        "CONNECT /auth/login HTTP/1.1\r\nhost: gw.test\r\n",
+    ] {
+        let request = format!("{head}connection: close\r\n\r\n");
+        let out = raw(gw.addr, request.as_bytes(), WAIT).await;
+        assert!(out.starts_with("HTTP/1.1 405"), "{head}: {out}");
+        assert!(out.contains("method_not_allowed"), "{head}: {out}");
+    }
+}
+
+/// The value of a counter in the Prometheus text of `/metrics` whose labels include all of
+/// `labels` (0 when there is none).
+async fn counter(admin: std::net::SocketAddr, name: &str, labels: &[&str]) -> u64 {
+    let text = crate::support::http::get(admin, "/metrics")
+        .send()
+        .await
+        .body;
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter(|l| labels.iter().all(|label| l.contains(label)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
+/// A chunked body the client garbled is the client's fault: 400, counted as a request body
+/// error, never as an upstream one (which would page whoever watches upstream health).
+#[tokio::test]
+async fn malformed_chunked_bodies_are_the_clients_fault() {
+    let db = TestDb::new().await;
+    let gw = TestGateway::builder(&db)
+        .route("/chunked-probe", echo().await, "public")
+        .start()
+        .await;
+    let route = "route=\"/chunked-probe\"";
+    let before = counter(
+        gw.admin,
+        "gateway_request_body_errors_total",
+        &["kind=\"malformed\"", route],
+    )
+    .await;
+    let bodies: &[(&str, &[u8])] = &[
+        ("0x3 chunk size", b"0x3\r\nabc\r\n0\r\n\r\n"),
+        (
+            "overflowing chunk size",
+            b"fffffffffffffffff\r\nabc\r\n0\r\n\r\n",
+        ),
+        ("bare LF", b"3\nabc\n0\n\n"),
+        ("newline in an extension", b"3;ext\nabc\r\n0\r\n\r\n"),
+        ("data longer than its size", b"3\r\nabcdef\r\n0\r\n\r\n"),
+        (
+            "malformed after a good chunk",
+            b"3\r\nabc\r\nzz\r\nabc\r\n0\r\n\r\n",
+        ),
+    ];
+    for (what, body) in bodies {
+        let mut request =
+            b"POST /chunked-probe HTTP/1.1\r\nhost: gw.test\r\ntransfer-encoding: chunked\r\n\r\n"
+                .to_vec();
+        request.extend_from_slice(body);
+        let out = raw(gw.addr, &request, WAIT).await;
+        assert!(out.starts_with("HTTP/1.1 400"), "{what}: {out}");
+        assert!(out.contains("malformed request body"), "{what}: {out}");
+    }
+    let after = counter(
+        gw.admin,
+        "gateway_request_body_errors_total",
+        &["kind=\"malformed\"", route],
+    )
+    .await;
+    assert_eq!(
+        after - before,
+        bodies.len() as u64,
+        "counted as the client's"
+    );
+    assert_eq!(
+        counter(gw.admin, "gateway_upstream_errors_total", &[route]).await,
+        0,
+        "counted as the upstream's"
+    );
+    // A good chunked body still goes through.
+    let out = raw(
+        gw.addr,
+        b"POST /chunked-probe HTTP/1.1\r\nhost: gw.test\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        WAIT,
+    )
+    .await;
+    assert_eq!(echoed(&out)["body_bytes"], 3);
+}
+
+/// `Transfer_Encoding` and `Content_Length` are what a CGI-style backend reads as
+/// `Transfer-Encoding` and `Content-Length`: they never reach it, on any route.
+#[tokio::test]
+async fn underscore_spellings_of_framing_headers_never_reach_the_upstream() {
+    let db = TestDb::new().await;
+    let gw = public_gateway(&db, &[]).await;
+    let out = raw(
+        gw.addr,
+        b"POST /a HTTP/1.1\r\nhost: gw.test\r\ncontent-length: 3\r\nContent_Length: 300\r\n\
+          Transfer_Encoding: chunked\r\ntransfer_encoding: identity\r\nHost_: x\r\n\
+          Keep_Alive: 1\r\nX_Custom: kept\r\nconnection: close\r\n\r\nabc",
+        WAIT,
+    )
+    .await;
+    let echoed = echoed(&out);
+    let headers = echoed["headers"].as_object().expect("headers");
+    for name in ["content_length", "transfer_encoding", "keep_alive"] {
+        assert!(
+            !headers.contains_key(name),
+            "{name} reached the upstream: {headers:?}"
+        );
+    }
+    assert_eq!(headers["x_custom"], "kept");
+    assert_eq!(echoed["body_bytes"], 3);
+}

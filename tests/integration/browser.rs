@@ -604,6 +604,13 @@ async fn form_login_redirects_only_to_same_origin_paths() {
         ("javascript:alert(1)", "/"),
         ("/\r\nset-cookie: x=1", "/"),
         ("", "/"),
+        // Dot segments: a browser resolves /.//evil.example to //evil.example.
+        ("/.//evil.example", "/"),
+        ("/%2e//evil.example", "/"),
+        ("/a/../..//evil.example", "/"),
+        ("/a/./b", "/"),
+        // Normalized once, as the proxy would.
+        ("/a//%62?x=1", "/a/b?x=1"),
     ] {
         let body = form(&[
             ("email", "dave@example.com"),

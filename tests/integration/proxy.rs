@@ -230,6 +230,19 @@ async fn path_tricks_never_land_in_a_weaker_policy() {
         "/admin%00",
         "/admin#frag",
         "/admin?x=/public",
+        // Read as /admin by IIS (trailing dots and spaces), Spring (suffix patterns), Java
+        // (case-insensitive ı) and NFKC (fullwidth).
+        "/admin%20",
+        "/admin.",
+        "/admin..",
+        "/admin%2e",
+        "/admin%2E/x",
+        "/admin.json",
+        "/admin.json?x=1",
+        "/adm%C4%B1n",
+        "/adm%C4%B1n/x",
+        "/%EF%BD%81dmin",
+        "/admin%E2%80%A6",
     ] {
         let resp = get(gw.addr, target).send().await;
         assert!(
@@ -241,6 +254,27 @@ async fn path_tricks_never_land_in_a_weaker_policy() {
         if resp.status == 200 {
             panic!("{target} reached the upstream without credentials");
         }
+    }
+    // A session without the role gets no further with any of them.
+    user(&db, "ned@example.com", PASSWORD, &[]).await;
+    let roleless = gw.login("ned@example.com", PASSWORD).await;
+    for target in [
+        "/admin",
+        "/admin%20",
+        "/admin.",
+        "/admin..",
+        "/admin%2e",
+        "/admin.json",
+        "/adm%C4%B1n",
+        "/%EF%BD%81dmin",
+    ] {
+        let resp = get(gw.addr, target).bearer(&roleless).send().await;
+        assert!(
+            matches!(resp.status, 400 | 403),
+            "{target} with a role-less token answered {} {}",
+            resp.status,
+            resp.body
+        );
     }
     // And the upstream receives exactly the normalized path that was matched.
     user(&db, "dee@example.com", PASSWORD, &["admin"]).await;
@@ -1003,4 +1037,109 @@ async fn forwarded_for_counts_only_from_trusted_proxies() {
         echoed.echoed("x-forwarded-for").as_deref(),
         Some("1.2.3.4, 127.0.0.1")
     );
+}
+
+/// `X-Forwarded-Proto` and `X-Forwarded-Host` are believed from trusted proxies only, and
+/// checked there: the scheme and host believed are what the upstream is told and what the
+/// session cookie's `Secure` follows. From anyone else they are replaced with the gateway's
+/// own view.
+#[tokio::test]
+async fn forwarded_proto_and_host_count_only_from_trusted_proxies() {
+    let db = TestDb::new().await;
+    let up = echo().await;
+    user(&db, "pat@example.com", PASSWORD, &[]).await;
+    // A plain-HTTP public URL, so that `Secure` depends on the scheme believed.
+    let start = |trusted: bool| {
+        let mut b = TestGateway::builder(&db)
+            .route("/", up, "public")
+            .env("GATEWAY_SERVER__PUBLIC_URL", "http://127.0.0.1")
+            .env("GATEWAY_SESSIONS__COOKIE_NAME", "gw_session");
+        if trusted {
+            b = b.env("GATEWAY_SERVER__TRUSTED_PROXIES", "127.0.0.1");
+        }
+        b.start()
+    };
+    let login = |addr, proto: Option<&str>| {
+        let mut r = post_json(
+            addr,
+            "/auth/login",
+            &serde_json::json!({"email": "pat@example.com", "password": PASSWORD}),
+        );
+        if let Some(p) = proto {
+            r = r.header("x-forwarded-proto", p);
+        }
+        r.send()
+    };
+    let secure = |resp: &http::Resp| {
+        assert_eq!(resp.status, 200, "{}", resp.body);
+        resp.header("set-cookie")
+            .expect("a cookie")
+            .contains("; Secure")
+    };
+
+    let untrusting = start(false).await;
+    let own_host = untrusting.addr.to_string();
+    let resp = get(untrusting.addr, "/x")
+        .header("x-forwarded-proto", "https")
+        .header("x-forwarded-host", "evil.example")
+        .send()
+        .await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.echoed("x-forwarded-proto").as_deref(), Some("http"));
+    assert_eq!(
+        resp.echoed("x-forwarded-host").as_deref(),
+        Some(own_host.as_str())
+    );
+    // Not looked at, so not checked either.
+    let resp = get(untrusting.addr, "/x")
+        .header("x-forwarded-proto", "gopher")
+        .header("x-forwarded-host", "a b<script>")
+        .send()
+        .await;
+    assert_eq!(resp.status, 200);
+    assert!(!secure(&login(untrusting.addr, Some("https")).await));
+
+    let trusting = start(true).await;
+    let resp = get(trusting.addr, "/x")
+        .header("x-forwarded-proto", "https")
+        .header("x-forwarded-host", "App.Example.COM:443")
+        .send()
+        .await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    assert_eq!(resp.echoed("x-forwarded-proto").as_deref(), Some("https"));
+    assert_eq!(
+        resp.echoed("x-forwarded-host").as_deref(),
+        Some("app.example.com")
+    );
+    let resp = get(trusting.addr, "/x")
+        .header("x-forwarded-proto", "HTTP")
+        .send()
+        .await;
+    assert_eq!(resp.echoed("x-forwarded-proto").as_deref(), Some("http"));
+    assert_eq!(
+        resp.echoed("x-forwarded-host").as_deref(),
+        Some(trusting.addr.to_string().as_str()),
+        "without X-Forwarded-Host, the request's own host"
+    );
+    for (name, value) in [
+        ("x-forwarded-proto", "gopher"),
+        ("x-forwarded-proto", "https, http"),
+        ("x-forwarded-proto", ""),
+        ("x-forwarded-host", "a b<script>"),
+        ("x-forwarded-host", "app.example.com, evil.example"),
+        ("x-forwarded-host", "user@evil.example"),
+        ("x-forwarded-host", ""),
+    ] {
+        let resp = get(trusting.addr, "/x").header(name, value).send().await;
+        assert_eq!(resp.status, 400, "{name}: {value:?} answered {}", resp.body);
+    }
+    let twice = get(trusting.addr, "/x")
+        .header("x-forwarded-proto", "https")
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await;
+    assert_eq!(twice.status, 400);
+    assert!(secure(&login(trusting.addr, Some("https")).await));
+    assert!(!secure(&login(trusting.addr, Some("http")).await));
+    assert!(!secure(&login(trusting.addr, None).await));
 }

@@ -118,6 +118,79 @@ async fn query_and_fragment_never_widen_a_public_prefix() {
     }
 }
 
+/// Spellings of `/private` that a backend may read as it: trailing dots and spaces (IIS),
+/// an extension (Spring's suffix patterns), a dotless ı (Java's case-insensitive compare),
+/// fullwidth letters (NFKC), raw or encoded.
+const PREFIX_LOOK_ALIKES: &[&str] = &[
+    "/private%20",
+    "/private%20/x",
+    "/private.",
+    "/private..",
+    "/private%2e",
+    "/private%2E%2E",
+    "/private.json",
+    "/private.json?x=1",
+    "/Private.JSON",
+    "/pr%C4%B1vate",
+    "/PR%C4%B0VATE",
+    "/%EF%BD%90rivate",
+    "/%EF%BC%B0RIVATE/x",
+    "/pr\u{131}vate",
+    "/\u{ff50}rivate",
+    "/private%C2%A0",
+    "/private%E2%80%8B",
+];
+
+#[tokio::test]
+async fn look_alikes_of_a_protected_prefix_never_reach_a_looser_route() {
+    let db = TestDb::new().await;
+    let gw = gateway(&db, &[("GATEWAY_SERVER__TRUSTED_PROXIES", "127.0.0.1")]).await;
+    for target in PREFIX_LOOK_ALIKES {
+        let (status, seen) = raw_get(gw.addr, target).await;
+        assert!(
+            matches!(status, 400 | 401),
+            "{target} answered {status}, the upstream saw {seen:?}"
+        );
+        // Forward-auth decides the same URI the same way (sent percent-encoded when raw:
+        // a header value is ASCII).
+        let uri: String = target
+            .bytes()
+            .map(|b| {
+                if b.is_ascii() {
+                    char::from(b).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        let verify = get(gw.addr, "/auth/verify")
+            .header("x-original-uri", &uri)
+            .send()
+            .await;
+        let expected = if target.is_ascii() { status } else { 400 };
+        assert_eq!(
+            verify.status, expected,
+            "{target}: /auth/verify answered {} where the proxy answered {status}",
+            verify.status
+        );
+    }
+    // Extensions elsewhere, and names that only start like the prefix, are routed as usual.
+    for target in [
+        "/public/x.json",
+        "/app.js",
+        "/privateer.json",
+        "/private/x.json",
+    ] {
+        let (status, _) = raw_get(gw.addr, target).await;
+        let expected = if target.starts_with("/private/") {
+            401
+        } else {
+            200
+        };
+        assert_eq!(status, expected, "{target}");
+    }
+}
+
 #[tokio::test]
 async fn verify_refuses_malformed_original_uris_from_trusted_peers() {
     let db = TestDb::new().await;
