@@ -52,8 +52,8 @@ fn purpose_of(raw: &str) -> Result<Purpose, HttpError> {
         .map_err(|e| HttpError::BadRequest(e.to_string()))
 }
 
-/// Checks a new password's length and strength off the async workers (zxcvbn is CPU-bound),
-/// with the email and its local part as guessable inputs.
+/// Checks a new password with [`password::check_new`] (the rule the command line applies too)
+/// off the async workers (zxcvbn is CPU-bound).
 ///
 /// # Errors
 /// 422 [`HttpError::Unprocessable`] with the rule and zxcvbn's advice.
@@ -62,13 +62,10 @@ pub async fn check_new_password(password: &str, email: &str) -> Result<(), HttpE
         zeroize::Zeroizing::new(password.to_string()),
         email.to_string(),
     );
-    tokio::task::spawn_blocking(move || {
-        let local = email.split('@').next().unwrap_or_default().to_string();
-        password::check_strength(&password, &[&email, &local])
-    })
-    .await
-    .map_err(|e| HttpError::Internal(format!("password check task: {e}")))?
-    .map_err(|e| HttpError::Unprocessable(e.to_string()))
+    tokio::task::spawn_blocking(move || password::check_new(&password, &email))
+        .await
+        .map_err(|e| HttpError::Internal(format!("password check task: {e}")))?
+        .map_err(|e| HttpError::Unprocessable(e.to_string()))
 }
 
 /// The live, active user of `email`, or [`HttpError::InvalidCode`] (the account went away or
