@@ -90,9 +90,10 @@ pub enum UserCommand {
     AddRole(EmailRoleArgs),
     /// Revoke a role.
     RemoveRole(EmailRoleArgs),
-    /// Disable the user: every session stops working within the revocation window.
+    /// Disable the user and revoke every session of theirs (for good: enabling the user again
+    /// does not bring them back); other gateways see it within the revocation window.
     Disable(EmailArg),
-    /// Re-enable a disabled user.
+    /// Re-enable a disabled user: they may sign in again; no old session comes back.
     Enable(EmailArg),
     /// Set the password from standard input (the same rule as /auth/register), then revoke
     /// every session of the user.
@@ -329,22 +330,27 @@ async fn run_user(config: &Config, command: UserCommand) -> Result<(), Failure> 
         }
         UserCommand::Disable(a) => {
             let pool = db::connect(&config.database)?;
-            users::set_status(&pool, &email_of(&a.email)?, users::Status::Disabled).await?;
-            println!("disabled {}", a.email);
+            let email = email_of(&a.email)?;
+            let revoked = users::set_status(&pool, &email, users::Status::Disabled).await?;
+            println!("disabled {email}; revoked {} session(s)", revoked.len());
         }
         UserCommand::Enable(a) => {
             let pool = db::connect(&config.database)?;
-            users::set_status(&pool, &email_of(&a.email)?, users::Status::Active).await?;
-            println!("enabled {}", a.email);
+            let email = email_of(&a.email)?;
+            let revoked = users::set_status(&pool, &email, users::Status::Active).await?;
+            println!("enabled {email}; revoked {} session(s)", revoked.len());
         }
         UserCommand::SetPassword(a) => {
             let email = email_of(&a.email)?;
             let password = read_new_password(&email)?;
             let hash = hasher(config).hash(&password).await.map_err(Failure::op)?;
             let pool = db::connect(&config.database)?;
-            let user = users::set_password_hash(&pool, &email, &hash).await?;
-            let revoked = sessions::revoke_user(&pool, &user.id, "password_set").await?;
-            println!("password set for {email}; revoked {revoked} session(s)");
+            let end = users::EndSessions::All("password_set");
+            let (_, revoked) = users::set_password_hash(&pool, &email, &hash, end).await?;
+            println!(
+                "password set for {email}; revoked {} session(s)",
+                revoked.len()
+            );
         }
         UserCommand::Verify(a) => {
             let pool = db::connect(&config.database)?;

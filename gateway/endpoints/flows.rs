@@ -80,12 +80,7 @@ async fn active_user(gw: &Gateway, email: &str) -> Result<users::User, HttpError
 /// A code or link proves the mailbox: mark the address verified if it was not.
 async fn verified(gw: &Gateway, user: &mut users::User) -> Result<(), HttpError> {
     if !user.email_verified {
-        users::mark_verified(gw.sessions.pool(), &user.email)
-            .await
-            .map_err(|e| match e {
-                users::UserError::Db(db) => HttpError::from(db),
-                other => HttpError::Internal(other.to_string()),
-            })?;
+        users::mark_verified(gw.sessions.pool(), &user.email).await?;
         user.email_verified = true;
     }
     Ok(())
@@ -629,18 +624,14 @@ pub async fn do_password_reset(
     ctx.user_id = Some(user.id.clone());
     let hash = gw.hasher.hash(&input.new_password).await?;
     let pool = gw.sessions.pool();
-    users::set_password_hash(pool, &email, &hash)
-        .await
-        .map_err(|e| match e {
-            users::UserError::Db(db) => HttpError::from(db),
-            other => HttpError::Internal(other.to_string()),
-        })?;
+    let end = users::EndSessions::All("password_reset");
+    let (_, revoked) = users::set_password_hash(pool, &email, &hash, end).await?;
+    gw.sessions.invalidate(&revoked).await;
     verified(gw, &mut user).await?;
-    let revoked = gw.sessions.revoke_all(&user.id, "password_reset").await?;
     if let Err(e) = failures::clear(pool, &email, failures::PASSWORD).await {
         tracing::warn!(error = %e, "could not clear the password failure budget after a reset");
     }
-    Ok(revoked)
+    Ok(revoked.len() as u64)
 }
 
 /// `POST /auth/password/reset` {email, code, new_password} → 200 with the number of sessions
