@@ -1,7 +1,6 @@
 //! Passwords: the one rule for a new password ([`check_new`]), and bcrypt hashing and
-//! verification on the blocking pool,
-//! bounded by a semaphore sized to the cores and an admission queue that refuses work (callers
-//! answer 503) instead of growing without bound. This is the only module allowed to call
+//! verification on the blocking pool, bounded by a semaphore sized to the cores and an
+//! admission queue that refuses work (callers answer 503) instead of growing without bound. This is the only module allowed to call
 //! bcrypt (`clippy.toml` enforces it), so bcrypt never runs on a runtime worker.
 
 use std::sync::Arc;

@@ -20,6 +20,7 @@ const INSERT_ROLE: &str =
     "INSERT INTO user_roles (user_id, role) VALUES ($1, $2) ON CONFLICT (user_id, role) DO NOTHING";
 const DELETE_ROLE: &str = "DELETE FROM user_roles WHERE user_id = $1 AND role = $2";
 const TOUCH_USER: &str = "UPDATE users SET updated_at = now() WHERE id = $1";
+const SELECT_STATUS: &str = "SELECT status FROM users WHERE id = $1";
 const SET_STATUS: &str =
     "UPDATE users SET status = $2, updated_at = now() WHERE id = $1 AND deleted_at IS NULL";
 const SET_VERIFIED: &str =
@@ -263,13 +264,14 @@ pub async fn remove_role(pool: &Pool, email: &str, role: &str) -> Result<(), Use
 }
 
 /// Sets the status and, in the same transaction, revokes every session of the user still
-/// live (reason [`REVOKED_DISABLED`]); returns their token hashes (drop them from the local
-/// cache; other instances follow within the revocation window).
+/// live (reason [`REVOKED_DISABLED`]) when the user is or was disabled; returns their token
+/// hashes (drop them from the local cache; other instances follow within the revocation
+/// window).
 ///
-/// Disabling ends every session for good. Enabling lets the person sign in again, nothing
-/// more: a session still live at that moment was opened by a sign-in already under way when
-/// the user was disabled (or the user was disabled by hand in SQL), and is revoked as one of
-/// the disabled user's.
+/// Disabling ends every session for good. Enabling a disabled user lets the person sign in
+/// again, nothing more: a session still live at that moment was opened by a sign-in already
+/// under way when the user was disabled (or the user was disabled by hand in SQL), and is
+/// revoked as one of the disabled user's. Enabling an active user changes nothing.
 ///
 /// # Errors
 /// [`UserError::NotFound`], or a database error.
@@ -280,8 +282,15 @@ pub async fn set_status(
 ) -> Result<Vec<TokenHash>, UserError> {
     let user = &require(pool, email).await?;
     let revoked = db::transaction(pool, |tx| async move {
+        let was = match tx.query_opt(SELECT_STATUS, &[&user.id]).await? {
+            Some(row) => Status::parse(row.get(0)),
+            None => return Ok(Vec::new()),
+        };
         tx.execute(SET_STATUS, &[&user.id, &status.as_str()])
             .await?;
+        if was == Status::Active && status == Status::Active {
+            return Ok(Vec::new());
+        }
         sessions::revoke_user_in(&tx, &user.id, REVOKED_DISABLED).await
     })
     .await?;

@@ -204,3 +204,20 @@ async fn enabling_revokes_the_sessions_of_the_disabled_time() {
     let again = gw.login(email, PASSWORD).await;
     assert_eq!(get(gw.addr, "/x").bearer(&again).send().await.status, 200);
 }
+
+/// Enabling a user who is not disabled changes nothing: their sessions keep working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enabling_an_active_user_keeps_their_sessions() {
+    let db = TestDb::new().await;
+    let email = "ida@example.com";
+    let gw = TestGateway::builder(&db)
+        .route("/", echo().await, "required")
+        .start()
+        .await;
+    let id = crate::support::user(&db, email, PASSWORD, &[]).await;
+    let token = gw.login(email, PASSWORD).await;
+    let out = cli(&db, &["user", "enable", "--email", email], None).await;
+    out.expect_code(0).expect_output("revoked 0 session(s)");
+    assert_eq!(live_sessions(&db, &id).await, 1);
+    assert_eq!(get(gw.addr, "/x").bearer(&token).send().await.status, 200);
+}
