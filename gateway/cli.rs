@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use zeroize::Zeroizing;
 
 use crate::config::{self, Config};
 use crate::{db, migrate, password, sessions, users};
@@ -76,7 +77,8 @@ pub enum UserCommand {
     Create {
         #[arg(long, value_name = "EMAIL")]
         email: String,
-        /// Read the password from standard input (one trailing newline is removed).
+        /// Read the password from standard input (one trailing newline is removed). It must
+        /// pass the same rule as /auth/register: 8 to 256 bytes and not easy to guess.
         /// Without it the user can sign in only by email code or link.
         #[arg(long)]
         password_stdin: bool,
@@ -88,11 +90,13 @@ pub enum UserCommand {
     AddRole(EmailRoleArgs),
     /// Revoke a role.
     RemoveRole(EmailRoleArgs),
-    /// Disable the user: every session stops working within the revocation window.
+    /// Disable the user and revoke every session of theirs (for good: enabling the user again
+    /// does not bring them back); other gateways see it within the revocation window.
     Disable(EmailArg),
-    /// Re-enable a disabled user.
+    /// Re-enable a disabled user: they may sign in again; no old session comes back.
     Enable(EmailArg),
-    /// Set the password from standard input, then revoke every session of the user.
+    /// Set the password from standard input (the same rule as /auth/register), then revoke
+    /// every session of the user.
     SetPassword(EmailArg),
     /// Mark the email address as verified.
     Verify(EmailArg),
@@ -249,18 +253,23 @@ async fn run_migrate(config: &Config, command: MigrateCommand) -> Result<(), Fai
     Ok(())
 }
 
-/// Reads a password from standard input, removing one trailing newline.
-fn read_password_stdin() -> Result<String, Failure> {
-    let mut buf = String::new();
+/// Reads the new password of the user with (normalized) `email` from standard input, removing
+/// one trailing newline, and checks it with the rule every other way of setting a password
+/// applies ([`password::check_new`]): a refused password fails the command (exit 1) with the
+/// reason and advice.
+fn read_new_password(email: &str) -> Result<Zeroizing<String>, Failure> {
+    let mut buf = Zeroizing::new(String::new());
     std::io::stdin()
         .read_to_string(&mut buf)
         .map_err(|e| Failure::op(format!("cannot read the password from standard input: {e}")))?;
-    let password = buf
-        .strip_suffix("\r\n")
-        .or_else(|| buf.strip_suffix('\n'))
-        .unwrap_or(&buf)
-        .to_string();
-    password::check_length(&password).map_err(Failure::op)?;
+    let password = Zeroizing::new(
+        buf.strip_suffix("\r\n")
+            .or_else(|| buf.strip_suffix('\n'))
+            .unwrap_or(&buf)
+            .to_string(),
+    );
+    password::check_new(&password, email)
+        .map_err(|e| Failure::op(format!("password refused: {e}")))?;
     Ok(password)
 }
 
@@ -286,7 +295,7 @@ async fn run_user(config: &Config, command: UserCommand) -> Result<(), Failure> 
             }
             let hash = match password_stdin {
                 true => {
-                    let password = read_password_stdin()?;
+                    let password = read_new_password(&email)?;
                     Some(hasher(config).hash(&password).await.map_err(Failure::op)?)
                 }
                 false => None,
@@ -321,22 +330,27 @@ async fn run_user(config: &Config, command: UserCommand) -> Result<(), Failure> 
         }
         UserCommand::Disable(a) => {
             let pool = db::connect(&config.database)?;
-            users::set_status(&pool, &email_of(&a.email)?, users::Status::Disabled).await?;
-            println!("disabled {}", a.email);
+            let email = email_of(&a.email)?;
+            let revoked = users::set_status(&pool, &email, users::Status::Disabled).await?;
+            println!("disabled {email}; revoked {} session(s)", revoked.len());
         }
         UserCommand::Enable(a) => {
             let pool = db::connect(&config.database)?;
-            users::set_status(&pool, &email_of(&a.email)?, users::Status::Active).await?;
-            println!("enabled {}", a.email);
+            let email = email_of(&a.email)?;
+            let revoked = users::set_status(&pool, &email, users::Status::Active).await?;
+            println!("enabled {email}; revoked {} session(s)", revoked.len());
         }
         UserCommand::SetPassword(a) => {
             let email = email_of(&a.email)?;
-            let password = read_password_stdin()?;
+            let password = read_new_password(&email)?;
             let hash = hasher(config).hash(&password).await.map_err(Failure::op)?;
             let pool = db::connect(&config.database)?;
-            let user = users::set_password_hash(&pool, &email, &hash).await?;
-            let revoked = sessions::revoke_user(&pool, &user.id, "password_set").await?;
-            println!("password set for {email}; revoked {revoked} session(s)");
+            let end = users::EndSessions::All("password_set");
+            let (_, revoked) = users::set_password_hash(&pool, &email, &hash, end).await?;
+            println!(
+                "password set for {email}; revoked {} session(s)",
+                revoked.len()
+            );
         }
         UserCommand::Verify(a) => {
             let pool = db::connect(&config.database)?;

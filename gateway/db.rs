@@ -88,7 +88,9 @@ pub fn reply_timeout(cfg: &config::Database) -> Duration {
 
 /// Builds the pool described by `[database]`. Connections are opened lazily, so this does not
 /// fail when the database is down. Each one fails once the server stays silent for
-/// [`reply_timeout`] while it owes a reply (a hung database), and is then discarded.
+/// [`reply_timeout`] while it owes a reply (a hung database), and is then discarded. At most
+/// `max_connections` sockets are open at once, counting those the pool has given up on until
+/// they are closed.
 ///
 /// # Errors
 /// The URL does not parse (already checked by config validation).
@@ -109,7 +111,7 @@ pub fn connect(cfg: &config::Database) -> Result<Pool, DbError> {
     pg.options(&options);
     let manager = Manager::from_connect(
         pg,
-        watchdog::Connector::new(reply_timeout(cfg)),
+        watchdog::Connector::new(reply_timeout(cfg), cfg.max_connections),
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },

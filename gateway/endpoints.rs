@@ -13,7 +13,7 @@ use crate::error::HttpError;
 use crate::pages::{self, forms};
 use crate::proxy::{self, Body, Conn, Ctx, Gateway, Incoming, full};
 use crate::ratelimit::Action;
-use crate::sessions::{Identity, NewSession, SessionMeta};
+use crate::sessions::{self, Identity, NewSession, SessionMeta};
 use crate::{failures, headers, path, users};
 
 pub mod account;
@@ -275,46 +275,65 @@ fn user_json(id: &str, email: &str, roles: &[String]) -> serde_json::Value {
     json!({"id": id, "email": email, "roles": roles})
 }
 
-/// Checks an email and password: the same work, time and error whether the email is unknown,
-/// the password wrong or the user disabled. Re-hashes a good password made at another cost.
-///
-/// # Errors
-/// [`HttpError::InvalidCredentials`]; 429 past the email's failed-password budget
-/// ([`failures`]); 503 when hashing is overloaded or the database down.
-pub async fn check_password(
-    gw: &Gateway,
-    email: &str,
-    password: &str,
-) -> Result<users::User, HttpError> {
-    let (user, hash) = verify_password(gw, email, password).await?;
-    if hash.is_some_and(|h| gw.hasher.needs_rehash(&h)) {
-        let hasher = gw.hasher.clone();
-        let pool = gw.sessions.pool().clone();
-        let (email, password) = (
-            user.email.clone(),
-            zeroize::Zeroizing::new(password.to_string()),
-        );
-        tokio::spawn(async move {
-            match hasher.hash(&password).await {
-                Ok(new_hash) => {
-                    if let Err(e) = users::set_password_hash(&pool, &email, &new_hash).await {
-                        tracing::warn!(error = %e, "could not re-hash a password at the new cost");
-                    }
-                }
-                Err(e) => tracing::debug!(error = %e, "re-hash skipped"),
-            }
-        });
+/// Re-hashes, off the request path, a good password whose stored `hash` was made at another
+/// cost than the configured one.
+fn rehash_if_needed(gw: &Gateway, user: &users::User, hash: Option<&str>, password: &str) {
+    if !hash.is_some_and(|h| gw.hasher.needs_rehash(h)) {
+        return;
     }
-    Ok(user)
+    let hasher = gw.hasher.clone();
+    let pool = gw.sessions.pool().clone();
+    let (email, password) = (
+        user.email.clone(),
+        zeroize::Zeroizing::new(password.to_string()),
+    );
+    tokio::spawn(async move {
+        match hasher.hash(&password).await {
+            Ok(new_hash) => {
+                let end = users::EndSessions::None;
+                if let Err(e) = users::set_password_hash(&pool, &email, &new_hash, end).await {
+                    tracing::warn!(error = %e, "could not re-hash a password at the new cost");
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "re-hash skipped"),
+        }
+    });
 }
 
-/// The password check itself, without the re-hash: the email's failed-password budget
+/// Whether what a password sign-in checked still holds once its session is stored: the user
+/// is active and the password is still theirs (the hash it was checked against, or one it
+/// verifies against, as after a re-hash at another cost). A password change, reset or
+/// disable that committed between the check and the session was not there to revoke the
+/// session; this read sees it ([`users::credentials`]).
+///
+/// # Errors
+/// 503 when the database or the hasher cannot answer.
+async fn credentials_hold(
+    gw: &Gateway,
+    user_id: &str,
+    checked_hash: Option<&str>,
+    password: &str,
+) -> Result<bool, HttpError> {
+    match users::credentials(gw.sessions.pool(), user_id).await? {
+        Some((users::Status::Active, Some(current))) if Some(current.as_str()) == checked_hash => {
+            Ok(true)
+        }
+        Some((users::Status::Active, Some(current))) => {
+            Ok(gw.hasher.verify(password, Some(&current)).await?)
+        }
+        _ => Ok(false),
+    }
+}
+
+/// Checks an email and password: the same work, time and error whether the email is unknown,
+/// the password wrong or the user disabled. The email's failed-password budget
 /// (`auth_failures`, purpose `password`, kept in the database so it holds across instances),
 /// the lookup, bcrypt (against a dummy hash for an unknown email), and the failure recorded
 /// or the budget cleared. Returns the user and the stored hash.
 ///
 /// # Errors
-/// As [`check_password`].
+/// [`HttpError::InvalidCredentials`]; 429 past the email's failed-password budget
+/// ([`failures`]); 503 when hashing is overloaded or the database down.
 ///
 /// # Security
 /// Unknown and known emails do the same queries, the same bcrypt and record the same
@@ -431,10 +450,13 @@ async fn login(
 }
 
 /// Password login, shared by `POST /auth/login` in JSON and the sign-in form: checks the
-/// password and opens a session; the caller answers and sets the cookie.
+/// password, opens a session and checks again that the password and the user's status have
+/// not changed meanwhile (else the session is revoked at once and the answer is
+/// [`HttpError::InvalidCredentials`]); then re-hashes a password stored at another cost. The
+/// caller answers and sets the cookie.
 ///
 /// # Errors
-/// As [`check_password`]; 503 when the session cannot be stored.
+/// As [`verify_password`]; 503 when the session cannot be stored or checked.
 pub async fn password_login(
     gw: &Gateway,
     headers: &HeaderMap,
@@ -445,10 +467,15 @@ pub async fn password_login(
 ) -> Result<(users::User, NewSession), HttpError> {
     gw.limits
         .check(Action::Login, ctx.client_ip, &rate_key(email))?;
-    let user = check_password(gw, email, password).await?;
+    let (user, hash) = verify_password(gw, email, password).await?;
     ctx.user_id = Some(user.id.clone());
     let meta = session_meta(headers, ctx, device_label);
     let session = gw.sessions.create(&user.id, &meta).await?;
+    if !credentials_hold(gw, &user.id, hash.as_deref(), password).await? {
+        sessions::revoke_one(gw.sessions.pool(), session.id, "credentials_changed").await?;
+        return Err(HttpError::InvalidCredentials);
+    }
+    rehash_if_needed(gw, &user, hash.as_deref(), password);
     Ok((user, session))
 }
 

@@ -182,6 +182,17 @@ impl From<crate::db::DbError> for HttpError {
     }
 }
 
+/// For the flows that change a user found moments before: anything but a database failure
+/// (the user vanished meanwhile) is a bug.
+impl From<crate::users::UserError> for HttpError {
+    fn from(e: crate::users::UserError) -> Self {
+        match e {
+            crate::users::UserError::Db(db) => HttpError::from(db),
+            other => HttpError::Internal(other.to_string()),
+        }
+    }
+}
+
 impl From<crate::sessions::SessionError> for HttpError {
     fn from(e: crate::sessions::SessionError) -> Self {
         use crate::sessions::SessionError;

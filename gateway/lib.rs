@@ -9,11 +9,13 @@
 //!   the one host check and normalization (`Host`, `:authority`, `X-Forwarded-Host`);
 //!   [`headers`]: stripping and injecting identity headers; [`upstream`]: the pooled client.
 //! - [`sessions`]: tokens, the validation cache, touch batching, cross-instance revocation.
-//! - [`users`], [`password`]: accounts and bcrypt; [`endpoints`]: `/auth/*`.
+//! - [`users`], [`password`]: accounts (changes that end sessions revoke them in their own
+//!   transaction), the one rule for new passwords, and bcrypt; [`endpoints`]: `/auth/*`.
 //! - [`codes`]: one-time codes and magic links; [`failures`]: failed-attempt budgets;
 //!   [`ratelimit`]: per-IP and per-email limits of the auth flows; [`mail`]: the outbound queue.
 //! - [`pages`]: the browser pages and their form posts; [`redirect`]: `return_to` checks.
-//! - [`db`]: the pool and the retrying transaction; [`migrate`]: the embedded migrations;
+//! - [`db`]: the pool (at most `max_connections` sockets) and the retrying transaction;
+//!   [`migrate`]: the embedded migrations;
 //!   [`health`]: whether the database answers (`/readyz`, `serve_cached_when_db_down`).
 //!
 //! # Request flow

@@ -1,6 +1,6 @@
-//! Passwords: the length rules, and bcrypt hashing and verification on the blocking pool,
-//! bounded by a semaphore sized to the cores and an admission queue that refuses work (callers
-//! answer 503) instead of growing without bound. This is the only module allowed to call
+//! Passwords: the one rule for a new password ([`check_new`]), and bcrypt hashing and
+//! verification on the blocking pool, bounded by a semaphore sized to the cores and an
+//! admission queue that refuses work (callers answer 503) instead of growing without bound. This is the only module allowed to call
 //! bcrypt (`clippy.toml` enforces it), so bcrypt never runs on a runtime worker.
 
 use std::sync::Arc;
@@ -31,11 +31,8 @@ pub enum PasswordRuleError {
     Weak(String),
 }
 
-/// Checks the length rules for a new password (8 to 256 bytes).
-///
-/// # Errors
-/// The rule it breaks, with a message fit for the user.
-pub fn check_length(password: &str) -> Result<(), PasswordRuleError> {
+/// The length rules for a new password (8 to 256 bytes).
+fn check_length(password: &str) -> Result<(), PasswordRuleError> {
     match password.len() {
         n if n < MIN_BYTES => Err(PasswordRuleError::TooShort),
         n if n > MAX_BYTES => Err(PasswordRuleError::TooLong),
@@ -47,15 +44,22 @@ pub fn check_length(password: &str) -> Result<(), PasswordRuleError> {
 /// 10^8 guesses), zxcvbn's own advice.
 pub const MIN_STRENGTH: zxcvbn::Score = zxcvbn::Score::Three;
 
-/// Checks a new password (register, reset, change): the length rules, then its strength with
-/// zxcvbn and its dictionaries (common passwords, names, words, keyboard patterns, dates),
-/// also against `user_inputs` (the email and its parts), so `alice@...` cannot pick
+/// The one rule for a new password of the user with (normalized) `email`, however it is set:
+/// `/auth/register`, the password reset and change (JSON and forms), and the command line's
+/// `user create --password-stdin` and `user set-password`. First the length rules, then its
+/// strength with zxcvbn and its dictionaries (common passwords, names, words, keyboard
+/// patterns, dates), also against the email and its local part, so `alice@...` cannot pick
 /// `alice2024!`. CPU-bound for a few milliseconds (zxcvbn reads at most 100 characters): call
 /// it from a blocking task on a hot path.
 ///
 /// # Errors
 /// The rule it breaks; for [`PasswordRuleError::Weak`], zxcvbn's warning and suggestions.
-pub fn check_strength(password: &str, user_inputs: &[&str]) -> Result<(), PasswordRuleError> {
+pub fn check_new(password: &str, email: &str) -> Result<(), PasswordRuleError> {
+    let local = email.split('@').next().unwrap_or_default();
+    check_strength(password, &[email, local])
+}
+
+fn check_strength(password: &str, user_inputs: &[&str]) -> Result<(), PasswordRuleError> {
     check_length(password)?;
     let entropy = zxcvbn::zxcvbn(password, user_inputs);
     if entropy.score() >= MIN_STRENGTH {
@@ -289,14 +293,28 @@ mod tests {
     #[test]
     fn the_users_own_details_count_as_guessable() {
         let pw = "margaretthatcher1979";
-        assert!(check_strength(pw, &[]).is_ok(), "strong on its own");
+        assert!(
+            check_new(pw, "someone@example.com").is_ok(),
+            "strong on its own"
+        );
         assert!(matches!(
-            check_strength(
-                pw,
-                &["margaretthatcher1979@example.com", "margaretthatcher1979"]
-            ),
+            check_new(pw, "margaretthatcher1979@example.com"),
             Err(PasswordRuleError::Weak(_))
         ));
+    }
+
+    #[test]
+    fn the_one_rule_includes_the_length_rules() {
+        let email = "someone@example.com";
+        assert_eq!(
+            check_new("Zx9#qT4", email),
+            Err(PasswordRuleError::TooShort)
+        );
+        assert_eq!(
+            check_new(&"vUq8-Lm2r".repeat(29), email),
+            Err(PasswordRuleError::TooLong)
+        );
+        assert!(check_new("correct horse battery staple 42", email).is_ok());
     }
 
     #[tokio::test]

@@ -506,16 +506,6 @@ impl Sessions {
         self.invalidate(&hashes).await;
         Ok(hashes.len() as u64)
     }
-
-    /// Revokes every session of `user_id`.
-    ///
-    /// # Errors
-    /// A database error.
-    pub async fn revoke_all(&self, user_id: &str, reason: &str) -> Result<u64, DbError> {
-        let hashes = revoke(&self.pool, REVOKE_USER, &[&user_id, &reason]).await?;
-        self.invalidate(&hashes).await;
-        Ok(hashes.len() as u64)
-    }
 }
 
 /// Who opened a session: shown in the session list.
@@ -633,11 +623,54 @@ async fn revoke(
     params: &[&(dyn ToSql + Sync)],
 ) -> Result<Vec<TokenHash>, DbError> {
     let rows = db::transaction(pool, |tx| async move { tx.query(sql, params).await }).await?;
-    metrics::counter!("gateway_sessions_revoked_total").increment(rows.len() as u64);
-    Ok(rows
-        .iter()
+    count_revoked(rows.len());
+    Ok(token_hashes(&rows))
+}
+
+fn token_hashes(rows: &[tokio_postgres::Row]) -> Vec<TokenHash> {
+    rows.iter()
         .filter_map(|r| <TokenHash>::try_from(r.get::<_, &[u8]>(0)).ok())
-        .collect())
+        .collect()
+}
+
+/// Counts sessions revoked (`gateway_sessions_revoked_total`), once their transaction has
+/// committed.
+pub fn count_revoked(n: usize) {
+    metrics::counter!("gateway_sessions_revoked_total").increment(n as u64);
+}
+
+/// Revokes every live session of `user_id` inside the caller's transaction, so that the
+/// revocation commits (or not) with the change that calls for it: disabling the user, a new
+/// password. Returns the token hashes; once committed, count them ([`count_revoked`]) and drop
+/// them from this instance's cache ([`Sessions::invalidate`]); other instances follow within
+/// the revocation window.
+///
+/// # Errors
+/// The statement failed.
+pub async fn revoke_user_in(
+    tx: &db::Tx,
+    user_id: &str,
+    reason: &str,
+) -> Result<Vec<TokenHash>, tokio_postgres::Error> {
+    Ok(token_hashes(
+        &tx.query(REVOKE_USER, &[&user_id, &reason]).await?,
+    ))
+}
+
+/// As [`revoke_user_in`], but keeps session `keep` (a password change keeps the session that
+/// made it).
+///
+/// # Errors
+/// The statement failed.
+pub async fn revoke_others_in(
+    tx: &db::Tx,
+    user_id: &str,
+    keep: Uuid,
+    reason: &str,
+) -> Result<Vec<TokenHash>, tokio_postgres::Error> {
+    Ok(token_hashes(
+        &tx.query(REVOKE_OTHERS, &[&user_id, &keep, &reason]).await?,
+    ))
 }
 
 /// Revokes one session by id (operator command). Returns how many were revoked (0 or 1).

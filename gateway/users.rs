@@ -1,10 +1,16 @@
 //! Users, their passwords and roles: the `users`, `user_passwords` and `user_roles` tables.
 //! Every change that affects sessions (status, roles, deletion) also sets `users.updated_at`
 //! in the same transaction: that is what the revocation poll of every instance reads.
+//!
+//! A change that ends sessions ends them for good, in its own transaction: disabling a user
+//! and setting a password revoke the sessions (`revoked_at`, `revoked_reason`), so nothing
+//! done later (enabling the user again) can bring them back.
 
 use deadpool_postgres::Pool;
+use uuid::Uuid;
 
 use crate::db::{self, DbError};
+use crate::sessions::{self, TokenHash};
 
 const INSERT_USER: &str =
     "INSERT INTO users (id, email, email_verified, status) VALUES ($1, $2, $3, 'active')";
@@ -14,6 +20,7 @@ const INSERT_ROLE: &str =
     "INSERT INTO user_roles (user_id, role) VALUES ($1, $2) ON CONFLICT (user_id, role) DO NOTHING";
 const DELETE_ROLE: &str = "DELETE FROM user_roles WHERE user_id = $1 AND role = $2";
 const TOUCH_USER: &str = "UPDATE users SET updated_at = now() WHERE id = $1";
+const SELECT_STATUS: &str = "SELECT status FROM users WHERE id = $1";
 const SET_STATUS: &str =
     "UPDATE users SET status = $2, updated_at = now() WHERE id = $1 AND deleted_at IS NULL";
 const SET_VERIFIED: &str =
@@ -22,6 +29,12 @@ const SELECT_BY_EMAIL: &str = "SELECT u.id, u.email, u.email_verified, u.status,
     FROM users u LEFT JOIN user_passwords p ON p.user_id = u.id
     WHERE u.email = $1 AND u.deleted_at IS NULL";
 const SELECT_ROLES: &str = "SELECT role FROM user_roles WHERE user_id = $1 ORDER BY role";
+const SELECT_CREDENTIALS: &str = "SELECT u.status, p.password_hash
+    FROM users u LEFT JOIN user_passwords p ON p.user_id = u.id
+    WHERE u.id = $1 AND u.deleted_at IS NULL";
+
+/// `sessions.revoked_reason` of the sessions that disabling a user ended.
+pub const REVOKED_DISABLED: &str = "user_disabled";
 
 /// Longest accepted email address (RFC 5321 path limit).
 pub const MAX_EMAIL_BYTES: usize = 254;
@@ -250,34 +263,97 @@ pub async fn remove_role(pool: &Pool, email: &str, role: &str) -> Result<(), Use
     Ok(())
 }
 
-/// Sets the status. Disabling makes every session of the user stop working within the
-/// revocation window.
+/// Sets the status and, in the same transaction, revokes every session of the user still
+/// live (reason [`REVOKED_DISABLED`]) when the user is or was disabled; returns their token
+/// hashes (drop them from the local cache; other instances follow within the revocation
+/// window).
+///
+/// Disabling ends every session for good. Enabling a disabled user lets the person sign in
+/// again, nothing more: a session still live at that moment was opened by a sign-in already
+/// under way when the user was disabled (or the user was disabled by hand in SQL), and is
+/// revoked as one of the disabled user's. Enabling an active user changes nothing.
 ///
 /// # Errors
 /// [`UserError::NotFound`], or a database error.
-pub async fn set_status(pool: &Pool, email: &str, status: Status) -> Result<(), UserError> {
+pub async fn set_status(
+    pool: &Pool,
+    email: &str,
+    status: Status,
+) -> Result<Vec<TokenHash>, UserError> {
     let user = &require(pool, email).await?;
-    db::transaction(pool, |tx| async move {
+    let revoked = db::transaction(pool, |tx| async move {
+        let was = match tx.query_opt(SELECT_STATUS, &[&user.id]).await? {
+            Some(row) => Status::parse(row.get(0)),
+            None => return Ok(Vec::new()),
+        };
         tx.execute(SET_STATUS, &[&user.id, &status.as_str()])
             .await?;
-        Ok(())
+        if was == Status::Active && status == Status::Active {
+            return Ok(Vec::new());
+        }
+        sessions::revoke_user_in(&tx, &user.id, REVOKED_DISABLED).await
     })
     .await?;
-    Ok(())
+    sessions::count_revoked(revoked.len());
+    Ok(revoked)
 }
 
-/// Sets (or replaces) the password hash of a user.
+/// Which sessions a new password ends, in the same transaction as the new hash.
+#[derive(Debug, Clone, Copy)]
+pub enum EndSessions<'a> {
+    /// None (the same password re-hashed at another cost).
+    None,
+    /// Every session of the user, with this `revoked_reason`.
+    All(&'a str),
+    /// Every session but this one (the one that changed the password), with this reason.
+    AllBut(Uuid, &'a str),
+}
+
+/// Sets (or replaces) the password hash of a user and ends the sessions `end` names, in one
+/// transaction; returns the user and the token hashes revoked (drop them from the local
+/// cache).
 ///
 /// # Errors
 /// [`UserError::NotFound`], or a database error.
-pub async fn set_password_hash(pool: &Pool, email: &str, hash: &str) -> Result<User, UserError> {
+pub async fn set_password_hash(
+    pool: &Pool,
+    email: &str,
+    hash: &str,
+    end: EndSessions<'_>,
+) -> Result<(User, Vec<TokenHash>), UserError> {
     let user = &require(pool, email).await?;
-    db::transaction(pool, |tx| async move {
+    let revoked = db::transaction(pool, |tx| async move {
         tx.execute(UPSERT_PASSWORD, &[&user.id, &hash]).await?;
-        Ok(())
+        match end {
+            EndSessions::None => Ok(Vec::new()),
+            EndSessions::All(reason) => sessions::revoke_user_in(&tx, &user.id, reason).await,
+            EndSessions::AllBut(keep, reason) => {
+                sessions::revoke_others_in(&tx, &user.id, keep, reason).await
+            }
+        }
     })
     .await?;
-    Ok(user.clone())
+    sessions::count_revoked(revoked.len());
+    Ok((user.clone(), revoked))
+}
+
+/// The status and password hash of user `id` as they are now (`None`: the user is gone),
+/// read in a SERIALIZABLE transaction. A password sign-in reads them again after storing its
+/// session: a password change or disable that ran meanwhile (it revokes sessions in its own
+/// SERIALIZABLE transaction) has then either revoked the new session or is seen here, as
+/// the database aborts and retries whichever transaction would break that.
+///
+/// # Errors
+/// A database error.
+pub async fn credentials(
+    pool: &Pool,
+    id: &str,
+) -> Result<Option<(Status, Option<String>)>, DbError> {
+    db::transaction(pool, |tx| async move {
+        let row = tx.query_opt(SELECT_CREDENTIALS, &[&id]).await?;
+        Ok(row.map(|r| (Status::parse(r.get(0)), r.get(1))))
+    })
+    .await
 }
 
 /// Marks the email of a user as verified.

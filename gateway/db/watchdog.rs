@@ -9,11 +9,18 @@
 //! database would wait forever: TCP keeps such a connection open, and tokio-postgres has no
 //! client-side timeout. The failed connection reports an I/O error to every waiting query and
 //! is never given out again.
+//!
+//! The connector also keeps the socket budget: at most `database.max_connections` sockets are
+//! open at any moment, counted by the sockets themselves, not by the pool. The pool stops
+//! counting a connection as soon as it lets go of it (a create that timed out, a connection
+//! taken out of the pool or found broken), while the socket closes only when the task that owns
+//! it next runs; without the budget its replacement could connect first.
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -22,6 +29,7 @@ use rand::seq::SliceRandom as _;
 use socket2::{SockRef, TcpKeepalive};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, Sleep};
 use tokio_postgres::config::{Host, LoadBalanceHosts, TargetSessionAttrs};
@@ -48,15 +56,24 @@ pub struct Connector {
     /// would wait for it to get round to the socket. Owned by the control runtime, each
     /// connection is driven by a thread that is otherwise idle.
     home: Option<tokio::runtime::Handle>,
+    /// One permit per socket that may be open ([`Slot`]).
+    sockets: Arc<Semaphore>,
 }
+
+/// The right to hold one database socket. Taken before a connection attempt opens its socket
+/// and held by the [`Watchdog`] around it, which drops it after the socket: a socket's slot is
+/// free again only once the socket is closed.
+type Slot = Arc<OwnedSemaphorePermit>;
 
 impl Connector {
     /// A connector whose connections fail when a reply is `reply_timeout` late, opened and
-    /// driven on the current runtime (if any).
-    pub fn new(reply_timeout: Duration) -> Self {
+    /// driven on the current runtime (if any), with at most `max_sockets` sockets open at
+    /// once (an attempt waits for a slot, within the pool's create timeout).
+    pub fn new(reply_timeout: Duration, max_sockets: usize) -> Self {
         Connector {
             reply_timeout,
             home: tokio::runtime::Handle::try_current().ok(),
+            sockets: Arc::new(Semaphore::new(max_sockets.max(1))),
         }
     }
 }
@@ -69,23 +86,37 @@ impl Connect for Connector {
         let pg = pg.clone();
         let limit = self.reply_timeout;
         let home = self.home.clone();
+        let sockets = self.sockets.clone();
         Box::pin(async move {
             match home {
                 Some(home) => {
                     let there = pg.clone();
                     // Aborted if the pool stops waiting (its create timeout): an abandoned
                     // attempt must not go on to hold a socket beyond max_connections.
-                    let mut attempt =
-                        AbortOnDrop(home.spawn(async move { open(&there, limit).await }));
+                    let mut attempt = AbortOnDrop(home.spawn(async move {
+                        let slot = take_slot(&there, sockets).await?;
+                        open(&there, limit, &slot).await
+                    }));
                     match (&mut attempt.0).await {
                         Ok(opened) => opened,
                         // The owning runtime is shutting down: no connection can live there.
                         Err(e) => Err(connect_error(&pg, io::Error::other(e.to_string())).await),
                     }
                 }
-                None => open(&pg, limit).await,
+                None => {
+                    let slot = take_slot(&pg, sockets).await?;
+                    open(&pg, limit, &slot).await
+                }
             }
         })
+    }
+}
+
+/// Waits for a free socket slot (the pool's create timeout bounds the wait).
+async fn take_slot(pg: &Config, sockets: Arc<Semaphore>) -> Result<Slot, PgError> {
+    match sockets.acquire_owned().await {
+        Ok(permit) => Ok(Arc::new(permit)),
+        Err(closed) => Err(connect_error(pg, io::Error::other(closed.to_string())).await),
     }
 }
 
@@ -100,7 +131,11 @@ impl<T> Drop for AbortOnDrop<T> {
 
 /// Tries every host of `pg` in order (shuffled with `load_balance_hosts=random`) and returns
 /// the first connection that completes its handshake and suits `target_session_attrs`.
-async fn open(pg: &Config, limit: Duration) -> Result<(Client, JoinHandle<()>), PgError> {
+async fn open(
+    pg: &Config,
+    limit: Duration,
+    slot: &Slot,
+) -> Result<(Client, JoinHandle<()>), PgError> {
     let (hosts, hostaddrs, ports) = (pg.get_hosts(), pg.get_hostaddrs(), pg.get_ports());
     let mut order: Vec<usize> = (0..hosts.len().max(hostaddrs.len())).collect();
     if pg.get_load_balance_hosts() == LoadBalanceHosts::Random {
@@ -110,10 +145,10 @@ async fn open(pg: &Config, limit: Duration) -> Result<(Client, JoinHandle<()>), 
     for i in order {
         let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
         let opened = match (hostaddrs.get(i), hosts.get(i)) {
-            (Some(ip), _) => tcp(pg, &[SocketAddr::new(*ip, port)], limit).await,
+            (Some(ip), _) => tcp(pg, &[SocketAddr::new(*ip, port)], limit, slot).await,
             (None, Some(Host::Tcp(name))) => {
                 match tokio::net::lookup_host((name.as_str(), port)).await {
-                    Ok(addrs) => tcp(pg, &addrs.collect::<Vec<_>>(), limit).await,
+                    Ok(addrs) => tcp(pg, &addrs.collect::<Vec<_>>(), limit, slot).await,
                     Err(e) => Err(connect_error(pg, e).await),
                 }
             }
@@ -121,7 +156,9 @@ async fn open(pg: &Config, limit: Duration) -> Result<(Client, JoinHandle<()>), 
             (None, Some(Host::Unix(dir))) => {
                 let path = dir.join(format!(".s.PGSQL.{port}"));
                 match within(pg, tokio::net::UnixStream::connect(path)).await {
-                    Ok(stream) => handshake(pg, Watchdog::new(stream, limit)).await,
+                    Ok(stream) => {
+                        handshake(pg, Watchdog::new(stream, limit).holding(slot.clone())).await
+                    }
                     Err(e) => Err(connect_error(pg, e).await),
                 }
             }
@@ -143,6 +180,7 @@ async fn tcp(
     pg: &Config,
     addrs: &[SocketAddr],
     limit: Duration,
+    slot: &Slot,
 ) -> Result<(Client, JoinHandle<()>), PgError> {
     let mut last = io::Error::other("the host name resolved to no address");
     for addr in addrs {
@@ -152,7 +190,7 @@ async fn tcp(
                     last = e;
                     continue;
                 }
-                return handshake(pg, Watchdog::new(stream, limit)).await;
+                return handshake(pg, Watchdog::new(stream, limit).holding(slot.clone())).await;
             }
             Err(e) => last = e,
         }
@@ -355,6 +393,8 @@ pub struct Watchdog<S> {
     write_blocked: bool,
     last_progress: Instant,
     timer: Pin<Box<Sleep>>,
+    /// Declared after `inner`, so it is dropped after the socket is closed.
+    _slot: Option<Slot>,
 }
 
 impl<S> Watchdog<S> {
@@ -369,7 +409,14 @@ impl<S> Watchdog<S> {
             write_blocked: false,
             last_progress: now,
             timer: Box::pin(tokio::time::sleep_until(now + limit)),
+            _slot: None,
         }
+    }
+
+    /// Holds `slot` until the stream, and with it the socket, is dropped.
+    fn holding(mut self, slot: Slot) -> Self {
+        self._slot = Some(slot);
+        self
     }
 
     fn waiting(&self) -> bool {
@@ -605,5 +652,81 @@ mod tests {
             read.is_err(),
             "all replies came, so silence is fine: {read:?}"
         );
+    }
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use super::*;
+    use tokio::io::AsyncReadExt as _;
+
+    /// A "database" that accepts connections and never answers, keeping each one; reports
+    /// every accept.
+    async fn silent_server() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<TcpStream>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                if tx.send(stream).is_err() {
+                    return;
+                }
+            }
+        });
+        (addr, rx)
+    }
+
+    fn config(addr: SocketAddr) -> Config {
+        format!("host=127.0.0.1 port={} user=postgres", addr.port())
+            .parse()
+            .unwrap()
+    }
+
+    /// With one slot, a second attempt does not open a socket while the first one's is open,
+    /// and opens it once the first attempt is given up (its socket closed).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_socket_opens_beyond_the_budget_until_one_closes() {
+        let (addr, mut accepted) = silent_server().await;
+        let pg = config(addr);
+        let connector = Connector::new(Duration::from_secs(30), 1);
+
+        let first = tokio::spawn({
+            let (connector, pg) = (connector.clone(), pg.clone());
+            async move { connector.connect(&pg).await.map(|_| ()) }
+        });
+        let mut first_socket = tokio::time::timeout(Duration::from_secs(5), accepted.recv())
+            .await
+            .expect("the first attempt connects")
+            .unwrap();
+
+        let second = tokio::time::timeout(Duration::from_millis(300), connector.connect(&pg)).await;
+        assert!(second.is_err(), "the second attempt waits for a slot");
+        assert!(
+            accepted.try_recv().is_err(),
+            "no second socket while the first is open"
+        );
+
+        first.abort();
+        let third = tokio::spawn({
+            let (connector, pg) = (connector.clone(), pg.clone());
+            async move { connector.connect(&pg).await.map(|_| ()) }
+        });
+        let _third_socket = tokio::time::timeout(Duration::from_secs(5), accepted.recv())
+            .await
+            .expect("a slot is free once the first attempt is given up")
+            .unwrap();
+        let mut buf = [0u8; 256];
+        let closed = async {
+            loop {
+                match first_socket.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(1), closed)
+            .await
+            .expect("the first socket was closed");
+        third.abort();
     }
 }

@@ -72,16 +72,11 @@ pub async fn do_password_change(
         return Err(HttpError::InvalidCredentials);
     }
     let hash = gw.hasher.hash(&input.new_password).await?;
-    users::set_password_hash(gw.sessions.pool(), &user.email, &hash)
-        .await
-        .map_err(|e| match e {
-            users::UserError::Db(db) => HttpError::from(db),
-            other => HttpError::Internal(other.to_string()),
-        })?;
-    Ok(gw
-        .sessions
-        .revoke_others(&user.id, identity.session_id, "password_change")
-        .await?)
+    let end = users::EndSessions::AllBut(identity.session_id, "password_change");
+    let (_, revoked) =
+        users::set_password_hash(gw.sessions.pool(), &user.email, &hash, end).await?;
+    gw.sessions.invalidate(&revoked).await;
+    Ok(revoked.len() as u64)
 }
 
 /// `POST /auth/password/change` {current_password, new_password} → 200 with the number of

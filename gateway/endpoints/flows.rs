@@ -51,8 +51,8 @@ fn purpose_of(raw: &str) -> Result<Purpose, HttpError> {
         .map_err(|e| HttpError::BadRequest(e.to_string()))
 }
 
-/// Checks a new password's length and strength off the async workers (zxcvbn is CPU-bound),
-/// with the email and its local part as guessable inputs.
+/// Checks a new password with [`password::check_new`] (the rule the command line applies too)
+/// off the async workers (zxcvbn is CPU-bound).
 ///
 /// # Errors
 /// 422 [`HttpError::Unprocessable`] with the rule and zxcvbn's advice.
@@ -61,13 +61,10 @@ pub async fn check_new_password(password: &str, email: &str) -> Result<(), HttpE
         zeroize::Zeroizing::new(password.to_string()),
         email.to_string(),
     );
-    tokio::task::spawn_blocking(move || {
-        let local = email.split('@').next().unwrap_or_default().to_string();
-        password::check_strength(&password, &[&email, &local])
-    })
-    .await
-    .map_err(|e| HttpError::Internal(format!("password check task: {e}")))?
-    .map_err(|e| HttpError::Unprocessable(e.to_string()))
+    tokio::task::spawn_blocking(move || password::check_new(&password, &email))
+        .await
+        .map_err(|e| HttpError::Internal(format!("password check task: {e}")))?
+        .map_err(|e| HttpError::Unprocessable(e.to_string()))
 }
 
 /// The live, active user of `email`, or [`HttpError::InvalidCode`] (the account went away or
@@ -82,12 +79,7 @@ async fn active_user(gw: &Gateway, email: &str) -> Result<users::User, HttpError
 /// A code or link proves the mailbox: mark the address verified if it was not.
 async fn verified(gw: &Gateway, user: &mut users::User) -> Result<(), HttpError> {
     if !user.email_verified {
-        users::mark_verified(gw.sessions.pool(), &user.email)
-            .await
-            .map_err(|e| match e {
-                users::UserError::Db(db) => HttpError::from(db),
-                other => HttpError::Internal(other.to_string()),
-            })?;
+        users::mark_verified(gw.sessions.pool(), &user.email).await?;
         user.email_verified = true;
     }
     Ok(())
@@ -660,18 +652,14 @@ pub async fn do_password_reset(
     ctx.user_id = Some(user.id.clone());
     let hash = gw.hasher.hash(&input.new_password).await?;
     let pool = gw.sessions.pool();
-    users::set_password_hash(pool, &email, &hash)
-        .await
-        .map_err(|e| match e {
-            users::UserError::Db(db) => HttpError::from(db),
-            other => HttpError::Internal(other.to_string()),
-        })?;
+    let end = users::EndSessions::All("password_reset");
+    let (_, revoked) = users::set_password_hash(pool, &email, &hash, end).await?;
+    gw.sessions.invalidate(&revoked).await;
     verified(gw, &mut user).await?;
-    let revoked = gw.sessions.revoke_all(&user.id, "password_reset").await?;
     if let Err(e) = failures::clear(pool, &email, failures::PASSWORD).await {
         tracing::warn!(error = %e, "could not clear the password failure budget after a reset");
     }
-    Ok(revoked)
+    Ok(revoked.len() as u64)
 }
 
 /// `POST /auth/password/reset` {email, code, new_password} → 200 with the number of sessions

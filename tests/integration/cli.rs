@@ -1,6 +1,6 @@
 //! The operator commands through the binary: `gateway user ...`, `gateway sessions revoke`,
-//! `gateway check-config`. Exit codes: 0 done, 1 the operation failed, 2 usage or
-//! configuration problem.
+//! `gateway check-config`. Exit codes: 0 done, 1 the operation failed (its input refused
+//! included), 2 usage or configuration problem.
 
 use std::io::Write as _;
 use std::time::{Duration, SystemTime};
@@ -9,7 +9,11 @@ use gateway::password::Hasher;
 use gateway::sessions::{self, SessionMeta};
 use gateway::users::{self, NewUser, Status, User};
 
-use crate::support::{Output, TestDb, cli, gateway};
+use crate::support::http::post_json;
+use crate::support::{Output, TestDb, TestGateway, cli, gateway};
+
+/// A password every rule accepts.
+const STRONG: &str = "tangerine kettle orbit 93";
 
 async fn create(db: &TestDb, email: &str, password: Option<&[u8]>, roles: &[&str]) -> Output {
     let mut args = vec!["user", "create", "--email", email];
@@ -75,7 +79,7 @@ async fn a_duplicate_email_is_refused() {
         .await
         .expect_code(0);
     for again in ["bob@example.com", "BOB@example.com"] {
-        create(&db, again, Some(b"password1"), &["admin"])
+        create(&db, again, Some(STRONG.as_bytes()), &["admin"])
             .await
             .expect_code(1)
             .expect_output("already exists");
@@ -107,14 +111,28 @@ async fn bad_emails_are_refused() {
     assert_eq!(user_count(&db).await, 0);
 }
 
+/// `len` characters that no dictionary or pattern knows (a fixed pseudo-random sequence).
+fn unguessable(len: usize) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789-_.!";
+    let mut state: u32 = 0x9e37_79b9;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            char::from(ALPHABET[state as usize % ALPHABET.len()])
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn password_length_limits() {
     let db = TestDb::new().await;
     for (password, message) in [
-        (vec![b'p'; 7], "too short"),
-        (vec![b'p'; 257], "too long"),
+        (unguessable(7).into_bytes(), "too short"),
+        (unguessable(257).into_bytes(), "too long"),
         (Vec::new(), "too short"),
-        (b"1234567\n".to_vec(), "too short"),
+        (format!("{}\n", unguessable(7)).into_bytes(), "too short"),
     ] {
         create(&db, "short@example.com", Some(&password), &[])
             .await
@@ -127,18 +145,17 @@ async fn password_length_limits() {
         "a refused password creates no user"
     );
 
+    // The shortest lengths zxcvbn can call strong (at 8 it counts 10^8 guesses at most).
     let h = hasher();
     for (len, suffix) in [
-        (8, ""),
+        (10, ""),
         (72, ""),
         (73, ""),
         (256, ""),
         (256, "\n"),
-        (8, "\r\n"),
+        (10, "\r\n"),
     ] {
-        let password: String = (0..len)
-            .map(|i| char::from(b'a' + (i % 26) as u8))
-            .collect();
+        let password = unguessable(len);
         let email = format!("len{len}-{}@example.com", suffix.len());
         let input = format!("{password}{suffix}");
         create(&db, &email, Some(input.as_bytes()), &[])
@@ -251,7 +268,7 @@ async fn commands_on_an_unknown_email_say_so() {
     cli(
         &db,
         &["user", "set-password", "--email", email],
-        Some(b"password1\n"),
+        Some(format!("{STRONG}\n").as_bytes()),
     )
     .await
     .expect_code(1)
@@ -397,6 +414,80 @@ async fn set_password_replaces_the_hash() {
     let h = hasher();
     assert!(h.verify("second password", Some(&hash)).await.unwrap());
     assert!(!h.verify("first password", Some(&hash)).await.unwrap());
+}
+
+/// The command line takes no password that `/auth/register` refuses: `user create
+/// --password-stdin` and `user set-password` apply the same rule (length, then zxcvbn with the
+/// email as a guessable input), exit 1 with the reason and advice, and change nothing.
+#[tokio::test]
+async fn weak_passwords_are_refused_as_register_refuses_them() {
+    let db = TestDb::new().await;
+    let gw = TestGateway::builder(&db).start().await;
+    let email = "judy@example.com";
+    create(&db, email, Some(format!("{STRONG}\n").as_bytes()), &[])
+        .await
+        .expect_code(0);
+    let hash = find(&db, email).await.unwrap().password_hash.unwrap();
+
+    for weak in [
+        "password",
+        "12345678",
+        "password1",
+        "qwertyuiop",
+        "iloveyou2",
+        "judy2024!",
+        "judy@example.com",
+    ] {
+        let register = post_json(
+            gw.addr,
+            "/auth/register",
+            &serde_json::json!({"email": "kim@example.com", "password": weak.replace("judy", "kim")}),
+        )
+        .send()
+        .await;
+        assert_eq!(
+            register.status, 422,
+            "register takes {weak:?}: {}",
+            register.body
+        );
+
+        let input = format!("{}\n", weak.replace("judy", "kim"));
+        create(&db, "kim@example.com", Some(input.as_bytes()), &[])
+            .await
+            .expect_code(1)
+            .expect_output("password refused: the password is too easy to guess");
+        assert!(
+            find(&db, "kim@example.com").await.is_none(),
+            "{weak:?}: a refused password creates no user"
+        );
+        cli(
+            &db,
+            &["user", "set-password", "--email", email],
+            Some(format!("{weak}\n").as_bytes()),
+        )
+        .await
+        .expect_code(1)
+        .expect_output("password refused: the password is too easy to guess");
+        assert_eq!(
+            find(&db, email).await.unwrap().password_hash.as_ref(),
+            Some(&hash),
+            "{weak:?}: a refused password changes nothing"
+        );
+    }
+    // The user's own address counts as guessable: strong for one user, weak for another.
+    let own = "margaretthatcher1979";
+    create(
+        &db,
+        "margaretthatcher1979@example.com",
+        Some(own.as_bytes()),
+        &[],
+    )
+    .await
+    .expect_code(1)
+    .expect_output("too easy to guess");
+    create(&db, "lee@example.com", Some(own.as_bytes()), &[])
+        .await
+        .expect_code(0);
 }
 
 #[tokio::test]

@@ -10,7 +10,10 @@
 //! - [`cli`]: every `gateway user` / `sessions` / `check-config` path, through the binary.
 //! - [`sql_lint`]: no PostgreSQL-only SQL (the schema must also run on CockroachDB).
 //! - [`proxy`]: policies, identity headers, path tricks, the session cache, limits, upstreams.
-//! - [`revocation`]: two instances; logout, role change, disable seen within the poll window.
+//! - [`revocation`]: two instances; logout, role change, disable seen within the poll window;
+//!   disable then enable brings no session back.
+//! - [`accounts`]: a reset or disable during a sign-in leaves it no session; enabling revokes
+//!   the sessions of the disabled time.
 //! - [`forward_auth`]: `/auth/verify` and the example nginx configuration.
 //! - [`routing`]: `?` and `#` never widen a prefix; malformed forward-auth URIs; cache keys.
 //! - [`tls`]: ALPN h2/http1.1, handshake and header read timeouts.
@@ -30,6 +33,7 @@
 mod support;
 
 mod abuse;
+mod accounts;
 mod browser;
 mod cli;
 mod db_retry;

@@ -6,6 +6,13 @@
 //! [`FaultProxy::lose_reply_after`] (the server gets a request, the client never hears back)
 //! and counts of open and accepted connections.
 //!
+//! Two counts of "open": [`FaultProxy::open`] is the proxy's own (a connection counts until
+//! the proxy has noticed its end, which on a busy machine can be a while after the client
+//! closed it), and [`FaultProxy::client_sockets`] is the client's (sockets of this process
+//! connected to the proxy, so the client must be an in-process gateway): the one to bound a
+//! client's connections with. [`FaultProxy::peak_client_sockets`] is its highest value seen at
+//! any accept, the moment a new connection could make one too many.
+//!
 //! A reset is a real RST: the socket gets `SO_LINGER` 0 and is closed.
 
 use std::net::SocketAddr;
@@ -46,6 +53,8 @@ struct State {
     accepted: AtomicUsize,
     /// One-shot: after forwarding a client chunk containing this, cut the connection.
     lose_reply_after: Mutex<Option<Vec<u8>>>,
+    /// The most client sockets seen at an accept.
+    peak_client_sockets: AtomicUsize,
 }
 
 impl FaultProxy {
@@ -62,6 +71,7 @@ impl FaultProxy {
             open: AtomicUsize::new(0),
             accepted: AtomicUsize::new(0),
             lose_reply_after: Mutex::new(None),
+            peak_client_sockets: AtomicUsize::new(0),
         });
         let accept = tokio::spawn(accept_loop(listener, state.clone()));
         FaultProxy {
@@ -119,6 +129,17 @@ impl FaultProxy {
         self.state.open.load(Ordering::SeqCst)
     }
 
+    /// Sockets of this process connected to the proxy (accepted or still in its accept queue)
+    /// and not closed, whatever the proxy has noticed so far.
+    pub fn client_sockets(&self) -> usize {
+        client_sockets(self.addr)
+    }
+
+    /// The most [`FaultProxy::client_sockets`] seen at any accept so far.
+    pub fn peak_client_sockets(&self) -> usize {
+        self.state.peak_client_sockets.load(Ordering::SeqCst)
+    }
+
     /// Client connections accepted so far.
     pub fn accepted(&self) -> usize {
         self.state.accepted.load(Ordering::SeqCst)
@@ -166,6 +187,11 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>) {
         };
         state.accepted.fetch_add(1, Ordering::SeqCst);
         state.open.fetch_add(1, Ordering::SeqCst);
+        if let Ok(me) = listener.local_addr() {
+            state
+                .peak_client_sockets
+                .fetch_max(client_sockets(me), Ordering::SeqCst);
+        }
         let state = state.clone();
         tokio::spawn(async move {
             serve(&state, client).await;
@@ -312,10 +338,64 @@ async fn pump(
     }
 }
 
+/// Sockets of this process (the test's, and the in-process gateway's) connected to `to`: every
+/// open descriptor whose peer address is `to`. A socket its owner has closed is not counted,
+/// whatever the other end has noticed yet.
+pub fn client_sockets(to: SocketAddr) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .expect("list /proc/self/fd")
+        .filter_map(|entry| {
+            entry
+                .ok()?
+                .file_name()
+                .to_str()?
+                .parse::<libc::c_int>()
+                .ok()
+        })
+        .filter(|fd| peer_of(*fd) == Some(to))
+        .count()
+}
+
+/// The peer address of descriptor `fd`, if it is a connected socket.
+fn peer_of(fd: libc::c_int) -> Option<SocketAddr> {
+    // SAFETY: getpeername writes at most `len` bytes into the storage socket2 provides. A
+    // descriptor closed (or reused) since it was listed makes it fail (or describe another
+    // socket): a miscount at worst, never memory unsafety.
+    let peer = unsafe {
+        socket2::SockAddr::try_init(|storage, len| {
+            if libc::getpeername(fd, storage.cast(), len) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        })
+    };
+    peer.ok()?.1.as_socket()
+}
+
 /// Closes `stream` with an RST.
 fn reset(stream: TcpStream) {
     let _ = stream.set_zero_linger();
     drop(stream);
+}
+
+#[tokio::test]
+async fn client_sockets_count_what_clients_hold() {
+    let proxy = FaultProxy::start("127.0.0.1:9".parse().unwrap()).await;
+    proxy.set(Fault::Hang);
+    let a = TcpStream::connect(proxy.addr()).await.unwrap();
+    let b = TcpStream::connect(proxy.addr()).await.unwrap();
+    assert_eq!(proxy.client_sockets(), 2);
+    drop(a);
+    assert_eq!(
+        proxy.client_sockets(),
+        1,
+        "closed by its owner: no longer held"
+    );
+    drop(b);
+    assert_eq!(proxy.client_sockets(), 0);
+    assert!(proxy.settle_to(0, Duration::from_secs(2)).await);
+    assert!(proxy.peak_client_sockets() >= 1);
 }
 
 #[test]

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 mod command;
+mod cpuload;
 mod db;
 pub mod faultproxy;
 pub mod http;
@@ -16,6 +17,7 @@ pub mod webdriver;
 // Re-exported for every test module, whether or not one uses it yet.
 #[allow(unused_imports)]
 pub use command::{Gateway, Output, cli, gateway};
+pub use cpuload::CpuLoad;
 #[allow(unused_imports)]
 pub use db::{TestDb, server_url, url_with_database};
 pub use faultproxy::{Fault, FaultProxy};
