@@ -37,7 +37,10 @@ fn normalized(raw: &str) -> Option<String> {
     let (target, rest) = raw.split_at(end);
     let normalized = path::normalize(target).ok()?;
     let out = format!("{normalized}{rest}");
-    (is_single_slash_path(out.as_bytes()) && out.len() <= MAX_RETURN_TO).then_some(out)
+    // A character `path::normalize` lets through but a URI may not hold (a backtick, `{`)
+    // would make the redirect's `Location` unparsable for some clients: refuse it here.
+    let parses = out.parse::<http::uri::PathAndQuery>().is_ok();
+    (parses && is_single_slash_path(out.as_bytes()) && out.len() <= MAX_RETURN_TO).then_some(out)
 }
 
 fn is_safe(path: &str) -> bool {
@@ -221,6 +224,14 @@ mod tests {
             .map_err(|e| TestCaseError::fail(format!("{out:?} does not resolve: {e}")))?;
         prop_assert_eq!(resolved.origin(), base.origin(), "{:?}", out);
         Ok(())
+    }
+
+    #[test]
+    fn characters_a_uri_cannot_hold_fall_back_to_the_root() {
+        for raw in ["/`", "/a{b}", "/a|b", "/x?y=`"] {
+            let out = safe_return_to(Some(raw));
+            assert!(out.parse::<http::Uri>().is_ok(), "{raw:?} gave {out:?}");
+        }
     }
 
     proptest! {
