@@ -24,6 +24,10 @@ pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
 pub const DEFAULT_HEADER_READ_TIMEOUT: &str = "10s";
 pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: &str = "10s";
 pub const DEFAULT_SHUTDOWN_GRACE: &str = "30s";
+/// Long enough for a balancer checking `/readyz` every second and taking an instance out after
+/// two failures (HAProxy `inter 1s fall 2`, a Kubernetes readiness probe with `periodSeconds: 1`
+/// and `failureThreshold: 2`) to stop sending before the listener closes.
+pub const DEFAULT_ACCEPT_GRACE: &str = "5s";
 pub const DEFAULT_H2_MAX_CONCURRENT_STREAMS: u64 = 256;
 
 pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT: &str = "5s";
@@ -130,6 +134,7 @@ pub struct RawServer {
     pub header_read_timeout: String,
     pub tls_handshake_timeout: String,
     pub shutdown_grace: String,
+    pub accept_grace: String,
     pub h2_max_concurrent_streams: u64,
     pub workers: u64,
     pub websocket_origins: Vec<String>,
@@ -151,6 +156,7 @@ impl Default for RawServer {
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT.into(),
             tls_handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT.into(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE.into(),
+            accept_grace: DEFAULT_ACCEPT_GRACE.into(),
             h2_max_concurrent_streams: DEFAULT_H2_MAX_CONCURRENT_STREAMS,
             workers: 0,
             websocket_origins: Vec::new(),
@@ -425,6 +431,9 @@ pub struct Server {
     pub header_read_timeout: Duration,
     pub tls_handshake_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// After SIGTERM: how long `/readyz` answers 503 while requests are still served, before
+    /// the listener closes and the drain (`shutdown_grace`) begins.
+    pub accept_grace: Duration,
     pub h2_max_concurrent_streams: u32,
     /// Worker threads serving connections, each with its own single-threaded runtime
     /// (`0` in the file: one per available core).
@@ -1112,6 +1121,7 @@ impl Validator {
             tls_handshake_timeout: self
                 .positive_duration("server.tls_handshake_timeout", &raw.tls_handshake_timeout),
             shutdown_grace: self.duration("server.shutdown_grace", &raw.shutdown_grace),
+            accept_grace: self.duration("server.accept_grace", &raw.accept_grace),
             h2_max_concurrent_streams: u32::try_from(self.count(
                 "server.h2_max_concurrent_streams",
                 raw.h2_max_concurrent_streams,

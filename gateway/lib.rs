@@ -4,7 +4,8 @@
 //!
 //! # Module map
 //! - [`cli`]: the command line; [`config`]: the TOML file and its validation.
-//! - [`server`]: listeners, connections, TLS, shutdown; [`admin`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`server`]: listeners, connections, TLS, shutdown; [`admin`]: `/metrics`, `/healthz`, `/readyz`;
+//!   [`readiness`]: `/readyz` fails first on SIGTERM, for load balancers.
 //! - [`proxy`]: the request phases below; [`path`]: the one path normalization;
 //!   [`headers`]: stripping and injecting identity headers; [`upstream`]: the pooled client.
 //! - [`sessions`]: tokens, the validation cache, touch batching, cross-instance revocation.
@@ -49,6 +50,7 @@ pub mod password;
 pub mod path;
 pub mod proxy;
 pub mod ratelimit;
+pub mod readiness;
 pub mod redirect;
 pub mod server;
 pub mod sessions;
