@@ -766,3 +766,39 @@ async fn serve_refuses_an_unmigrated_database() {
         .await;
     out.expect_code(2).expect_output("gateway migrate up");
 }
+
+/// On PostgreSQL a migration and its `schema_migrations` row commit together: one whose last
+/// statement fails leaves neither its first table nor its record (the order CockroachDB needs,
+/// schema changes before the record, kept PostgreSQL's atomicity).
+#[tokio::test]
+async fn a_failing_migration_leaves_neither_its_changes_nor_its_record() {
+    let db = TestDb::new().await;
+    let next = migrate::latest_version() + 1;
+    let failing = migrate::parse(
+        &format!("{next:03}_half_done.sql"),
+        "-- migrate:up\nCREATE TABLE half_done (id UUID NOT NULL);\n\
+         CREATE TABLE never_done (id UUID REFERENCES no_such_table (id));\n\
+         -- migrate:down\nDROP TABLE IF EXISTS never_done;\nDROP TABLE IF EXISTS half_done;\n",
+    )
+    .unwrap();
+    let mut all = migrate::embedded();
+    all.push(failing);
+    match migrate::up_with(db.pool(), all, None).await {
+        Err(MigrateError::Failed { version, .. }) => assert_eq!(version, next),
+        other => panic!("expected migration {next} to fail, got {other:?}"),
+    }
+    let tables: i64 = db
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'half_done'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(tables, 0, "the failed migration's first table was kept");
+    let status = migrate::status(db.pool()).await.unwrap();
+    assert_eq!(status.current_version(), next - 1, "{status}");
+    assert!(status.is_current(), "{status}");
+}
