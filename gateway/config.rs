@@ -84,6 +84,8 @@ pub const DEFAULT_RATE_REGISTER_IP: &str = "10/1m";
 pub const DEFAULT_RATE_REGISTER_EMAIL: &str = "5/15m";
 pub const DEFAULT_RATE_MAGIC_REQUEST_IP: &str = "20/1m";
 pub const DEFAULT_RATE_MAGIC_REQUEST_EMAIL: &str = "5/15m";
+/// The limits hold for the whole fleet (counted in the database), not per instance.
+pub const DEFAULT_RATE_FLEET_WIDE: bool = true;
 
 pub const DEFAULT_LOG_FORMAT: &str = "text";
 pub const DEFAULT_LOG_LEVEL: &str = "info";
@@ -349,6 +351,7 @@ pub struct RawRateLimits {
     pub register_per_email: String,
     pub magic_request_per_ip: String,
     pub magic_request_per_email: String,
+    pub fleet_wide: bool,
 }
 
 impl Default for RawRateLimits {
@@ -364,6 +367,7 @@ impl Default for RawRateLimits {
             register_per_email: DEFAULT_RATE_REGISTER_EMAIL.into(),
             magic_request_per_ip: DEFAULT_RATE_MAGIC_REQUEST_IP.into(),
             magic_request_per_email: DEFAULT_RATE_MAGIC_REQUEST_EMAIL.into(),
+            fleet_wide: DEFAULT_RATE_FLEET_WIDE,
         }
     }
 }
@@ -639,6 +643,9 @@ pub struct RateLimits {
     pub register_per_email: RateLimit,
     pub magic_request_per_ip: RateLimit,
     pub magic_request_per_email: RateLimit,
+    /// Counted in the database, so the limits hold across every instance (`false`: in each
+    /// instance's memory, so N instances allow N times as much).
+    pub fleet_wide: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1406,6 +1413,7 @@ impl Validator {
                 "rate_limits.magic_request_per_email",
                 &raw.magic_request_per_email,
             ),
+            fleet_wide: raw.fleet_wide,
         }
     }
 

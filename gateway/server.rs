@@ -352,6 +352,9 @@ async fn maintain(gw: Arc<Gateway>) {
         if let Err(e) = codes::sweep(pool, EXPIRED_CODES_KEPT).await {
             tracing::debug!(error = %e, "sweep of expired codes skipped");
         }
+        if let Err(e) = gw.limits.sweep().await {
+            tracing::debug!(error = %e, "sweep of rate limit cells at rest skipped");
+        }
     }
 }
 
