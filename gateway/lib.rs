@@ -8,7 +8,8 @@
 //!   [`readiness`]: `/readyz` fails first on SIGTERM, for load balancers.
 //! - [`proxy`]: the request phases below; [`path`]: the one path normalization;
 //!   [`headers`]: stripping and injecting identity headers; [`upstream`]: the pooled client.
-//! - [`sessions`]: tokens, the validation cache, touch batching, cross-instance revocation.
+//! - [`sessions`]: tokens, the validation cache, touch batching, cross-instance revocation;
+//!   [`clock`]: the database's clock, by which session expiry is judged.
 //! - [`users`], [`password`]: accounts and bcrypt; [`endpoints`]: `/auth/*`.
 //! - [`codes`]: one-time codes and magic links; [`failures`]: failed-attempt budgets;
 //!   [`ratelimit`]: per-IP and per-email limits of the auth flows; [`mail`]: the outbound queue.
@@ -35,6 +36,7 @@
 
 pub mod admin;
 pub mod cli;
+pub mod clock;
 pub mod codes;
 pub mod config;
 pub mod db;
