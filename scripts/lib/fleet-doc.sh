@@ -33,3 +33,58 @@ jq -r '
   (.scenarios[] | "| \(.name) | **\(.verdict)**\(if (.failed_checks | length) > 0 then " (" + (.failed_checks | join("; ")) + ")" else "" end) | \(.figures | join("<br>")) |"),
   ""
 ' "$1"
+cat <<'EOF'
+## The harness
+
+`scripts/fleet.sh` (root) builds a private network for each run: a bridge in a namespace of
+its own and one namespace per node, each with its own address in 198.18.0.0/24 (the range
+RFC 2544 sets aside for benchmarks) and nothing in the machine's own namespace, so no packet
+of the run can leave it. The nodes: PostgreSQL (a throw-away cluster, `initdb` per run),
+three gateway instances (`gw1`..`gw3`, one worker thread each, `accept_grace = 1.5s`,
+`revocation_poll = 1s`, `database.pool_wait_timeout = 2s`), HAProxy 2.6 from Debian (round
+robin, `option httpchk GET /readyz` on the admin port every 500 ms, out after 2 failures and
+back after 2 successes, `retry-on conn-failure empty-response` except for POSTs, one log line
+per request with its server, status, timings and retries), the echo upstream (`loadtest
+echo`) and the load generator (`loadtest run`, open loop, the `mixed` blend through the
+balancer). The exit trap stops every process and deletes the namespaces, whatever happened.
+`scripts/fleet.sh --check` says which of `ip netns`, veth, bridges, nftables, iptables'
+NFQUEUE and `tc netem` work on a machine.
+
+What each scenario judges (every check is asserted; one that fails fails the run):
+
+- **mixed**: the load generator's successful logins equal the sessions the database gained,
+  its logouts the sessions revoked with reason `logout`; no request failed; all three
+  instances served.
+- **skew**: gw2 runs under libfaketime `+5m`, gw3 under `-5m` (their `Date` headers show it).
+  A session that the database ends 4 s later is accepted by all three before and refused by
+  each within 1.5 s after: session expiry is judged by the database's clock
+  (`gateway/clock.rs`; the code before it refused that session 3.9 s early on gw2 and still
+  served it 5 s late on gw3). Logouts on gw1 reach both within `revocation_poll` + 500 ms;
+  one-time codes, valid 4 minutes by the database's clock, are issued and redeemed on both.
+- **netem**: every packet to and from PostgreSQL is delayed 50 ms and 5 % are dropped, both
+  directions. This project's kernel has no `sch_netem` (`CONFIG_NET_SCH_NETEM` unset, no
+  loadable modules), so `loadtest netem` does what netem would: iptables sends the database's
+  packets to an NFQUEUE, the process drops 5 % and releases the rest 50 ms later, in order;
+  the kernel's TCP sees a real lossy, slow link. Judged: no request through the balancer
+  failed (at a quarter of the other scenarios' rate: each cache miss and login now waits
+  100 ms per round trip), every logout on gw1 reached gw3 within `revocation_poll` + 1.5 s.
+- **partition**: an nftables rule in gw3's namespace drops its packets to the database. gw3
+  keeps serving the session it had cached (`serve_cached_when_db_down = true`), answers 503
+  (never 401) for one it cannot check and fails `/readyz`, and HAProxy takes it out; a session
+  logged out through gw1 meanwhile is refused by gw3 soon after the rule is removed. Through
+  the balancer: failures only on gw3 and only before HAProxy took it out.
+- **kill9**: gw2 gets SIGKILL while proxied requests take 100 ms upstream. HAProxy's log
+  counts the requests in flight on gw2 at the kill and those sent to it until it was taken
+  out; the load generator's failures must be among them (HAProxy resends the GETs, not the
+  POSTs), none on gw1 or gw3 and none later; every successful login and logout is in the
+  database.
+- **rolling**: SIGTERM and restart of gw1, gw2, gw3 in turn under the open-loop load: `/readyz`
+  fails at once, HAProxy takes the instance out while it still serves
+  (`server.accept_grace`), then it drains and exits; zero failed requests.
+
+`scripts/fleet.sh` (what `scripts/test.sh` runs as root) is the short form, about two
+minutes; `--long` runs the loads for minutes (`mixed` 5 minutes at 400 req/s, the others 30
+to 60 s), `--scenario NAME` picks scenarios, `--release` uses a release build, `--doc`
+rewrites this section and `docs/reliability/fleet.json`. The figures above come from a
+machine shared with other work; the lead reruns them on a quiet one.
+EOF
