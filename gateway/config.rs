@@ -14,6 +14,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod branding;
+
+pub use branding::{Accent, Branding, Logo, RawBranding};
+
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9091";
 pub const DEFAULT_PUBLIC_URL: &str = "https://localhost:8443";
@@ -29,6 +33,9 @@ pub const DEFAULT_SHUTDOWN_GRACE: &str = "30s";
 /// and `failureThreshold: 2`) to stop sending before the listener closes.
 pub const DEFAULT_ACCEPT_GRACE: &str = "5s";
 pub const DEFAULT_H2_MAX_CONCURRENT_STREAMS: u64 = 256;
+pub const DEFAULT_HSTS: bool = true;
+pub const DEFAULT_HSTS_MAX_AGE: &str = "365d";
+pub const DEFAULT_HSTS_INCLUDE_SUBDOMAINS: bool = false;
 
 pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT: &str = "5s";
 pub const DEFAULT_UPSTREAM_RESPONSE_TIMEOUT: &str = "60s";
@@ -95,6 +102,7 @@ pub const DEFAULT_HEADER_USER_EMAIL: &str = "x-user-email";
 pub const DEFAULT_HEADER_USER_ROLES: &str = "x-user-roles";
 pub const DEFAULT_HEADER_SESSION_ID: &str = "x-session-id";
 pub const DEFAULT_HEADER_SIGNATURE: &str = "x-identity-signature";
+pub const DEFAULT_HEADER_USER_EMAIL_VERIFIED: &str = "x-user-email-verified";
 
 /// Environment variable naming the config file when `--config` is absent.
 pub const CONFIG_ENV: &str = "GATEWAY_CONFIG";
@@ -117,6 +125,7 @@ pub struct RawConfig {
     pub codes: RawCodes,
     pub rate_limits: RawRateLimits,
     pub log: RawLog,
+    pub branding: RawBranding,
     pub routes: Vec<RawRoute>,
 }
 
@@ -140,6 +149,9 @@ pub struct RawServer {
     pub h2_max_concurrent_streams: u64,
     pub workers: u64,
     pub websocket_origins: Vec<String>,
+    pub hsts: bool,
+    pub hsts_max_age: String,
+    pub hsts_include_subdomains: bool,
 }
 
 impl Default for RawServer {
@@ -162,6 +174,9 @@ impl Default for RawServer {
             h2_max_concurrent_streams: DEFAULT_H2_MAX_CONCURRENT_STREAMS,
             workers: 0,
             websocket_origins: Vec::new(),
+            hsts: DEFAULT_HSTS,
+            hsts_max_age: DEFAULT_HSTS_MAX_AGE.into(),
+            hsts_include_subdomains: DEFAULT_HSTS_INCLUDE_SUBDOMAINS,
         }
     }
 }
@@ -276,6 +291,7 @@ pub struct RawHeaders {
     pub signature: String,
     pub sign: bool,
     pub signing_secret: String,
+    pub user_email_verified: String,
 }
 
 impl Default for RawHeaders {
@@ -288,6 +304,7 @@ impl Default for RawHeaders {
             signature: DEFAULT_HEADER_SIGNATURE.into(),
             sign: false,
             signing_secret: String::new(),
+            user_email_verified: DEFAULT_HEADER_USER_EMAIL_VERIFIED.into(),
         }
     }
 }
@@ -418,6 +435,7 @@ pub struct Config {
     pub codes: Codes,
     pub rate_limits: RateLimits,
     pub log: Log,
+    pub branding: Branding,
     pub routes: Vec<Route>,
 }
 
@@ -445,6 +463,27 @@ pub struct Server {
     /// Origins besides `public_url` whose pages may open WebSockets authenticated by the
     /// session cookie, spelled as an `Origin` header spells them.
     pub websocket_origins: Vec<String>,
+    /// The `Strict-Transport-Security` policy sent on every answer of the TLS listener;
+    /// `None` without TLS or with `server.hsts = false`.
+    pub hsts: Option<Hsts>,
+}
+
+/// A `Strict-Transport-Security` policy (RFC 6797).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hsts {
+    pub max_age: Duration,
+    pub include_subdomains: bool,
+}
+
+impl Hsts {
+    /// The header value: `max-age=<seconds>[; includeSubDomains]`.
+    pub fn header_value(&self) -> String {
+        let mut value = format!("max-age={}", self.max_age.as_secs());
+        if self.include_subdomains {
+            value.push_str("; includeSubDomains");
+        }
+        value
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -570,6 +609,7 @@ pub struct Headers {
     pub user_roles: http::HeaderName,
     pub session_id: http::HeaderName,
     pub signature: http::HeaderName,
+    pub user_email_verified: http::HeaderName,
     /// The HMAC key of `X-Identity-Signature`, shared with the backends; `None` when
     /// signing is off.
     pub signing_secret: Option<Vec<u8>>,
@@ -787,6 +827,7 @@ impl Config {
             codes: v.codes(&raw.codes),
             rate_limits: v.rate_limits(&raw.rate_limits),
             log: v.log(&raw.log),
+            branding: v.branding(&raw.branding),
             routes: raw
                 .routes
                 .iter()
@@ -1086,6 +1127,11 @@ impl Validator {
                 None
             }
         };
+        let hsts_max_age = self.duration("server.hsts_max_age", &raw.hsts_max_age);
+        let hsts = (tls.is_some() && raw.hsts).then_some(Hsts {
+            max_age: hsts_max_age,
+            include_subdomains: raw.hsts_include_subdomains,
+        });
         let public_url = self.origin("server.public_url", &raw.public_url);
         let websocket_origins = raw
             .websocket_origins
@@ -1141,6 +1187,7 @@ impl Validator {
                 n => self.count("server.workers", n, 1, 1024),
             },
             websocket_origins,
+            hsts,
         }
     }
 
@@ -1307,6 +1354,8 @@ impl Validator {
             user_roles: self.header_name("headers.user_roles", &raw.user_roles),
             session_id: self.header_name("headers.session_id", &raw.session_id),
             signature: self.header_name("headers.signature", &raw.signature),
+            user_email_verified: self
+                .header_name("headers.user_email_verified", &raw.user_email_verified),
             signing_secret: match raw.sign {
                 false => None,
                 true if raw.signing_secret.len() < MIN_SECRET_BYTES => {
@@ -1856,6 +1905,32 @@ mod tests {
         assert_eq!(c.server.public_url.origin, "https://auth.example.com");
         assert!(load("[server]\npublic_url = \"https://a.example/x\"\n", &[]).is_err());
         assert!(load("[server]\npublic_url = \"ftp://a.example\"\n", &[]).is_err());
+    }
+
+    #[test]
+    fn hsts_is_on_with_tls_and_configurable() {
+        let tls = [
+            ("GATEWAY_SERVER__TLS_CERT", "c.pem"),
+            ("GATEWAY_SERVER__TLS_KEY", "k.pem"),
+        ];
+        let c = load("", &tls).unwrap();
+        let hsts = c.server.hsts.expect("on by default with TLS");
+        assert_eq!(hsts.header_value(), "max-age=31536000");
+        assert!(
+            load("", &[]).unwrap().server.hsts.is_none(),
+            "no TLS, no HSTS"
+        );
+
+        let text = "[server]\nhsts_max_age = \"730d\"\nhsts_include_subdomains = true\n";
+        let c = load(text, &tls).unwrap();
+        assert_eq!(
+            c.server.hsts.unwrap().header_value(),
+            "max-age=63072000; includeSubDomains"
+        );
+        let c = load("[server]\nhsts = false\n", &tls).unwrap();
+        assert!(c.server.hsts.is_none());
+        let e = load("[server]\nhsts_max_age = \"a year\"\n", &tls).unwrap_err();
+        assert_eq!(e[0].key, "server.hsts_max_age", "{e:?}");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use std::time::SystemTime;
 
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::json;
@@ -15,13 +15,26 @@ use crate::pages::{self, forms};
 use crate::proxy::{self, Body, Conn, Ctx, Gateway, full};
 use crate::ratelimit::Action;
 use crate::sessions::{Identity, NewSession, SessionMeta};
-use crate::{failures, path, users};
+use crate::{failures, headers, path, users};
 
 pub mod account;
 pub mod flows;
 
 /// Largest JSON body the endpoints read.
 const MAX_JSON_BYTES: usize = 64 * 1024;
+
+/// `Clear-Site-Data` (W3C), which `http` has no constant for.
+pub const CLEAR_SITE_DATA: HeaderName = HeaderName::from_static("clear-site-data");
+/// What a sign-out asks the browser to forget: its HTTP cache (so the back button cannot show
+/// a private page from it) and the cookies of this site. Browsers honour it on secure
+/// origins (https, or localhost) and apply it to the whole registrable domain.
+pub const CLEAR_SITE_DATA_ON_LOGOUT: &str = "\"cache\", \"cookies\"";
+/// `/auth/verify`: the request target (path and query) the backend must receive.
+pub const UPSTREAM_URI: HeaderName = HeaderName::from_static("x-upstream-uri");
+/// `/auth/verify`: the `Cookie` the backend must receive (the session cookie removed).
+pub const UPSTREAM_COOKIE: HeaderName = HeaderName::from_static("x-upstream-cookie");
+/// `/auth/verify`: the `Authorization` the backend must receive (never a session token).
+pub const UPSTREAM_AUTHORIZATION: HeaderName = HeaderName::from_static("x-upstream-authorization");
 
 /// Routes a request under `/auth` to its endpoint.
 ///
@@ -40,7 +53,10 @@ pub async fn handle(
             Method::GET,
             "/auth"
             | "/auth/login"
+            | "/auth/register"
+            | "/auth/register/confirm"
             | "/auth/otp"
+            | "/auth/magic"
             | "/auth/reset"
             | "/auth/reset/confirm"
             | "/auth/logout",
@@ -48,8 +64,14 @@ pub async fn handle(
         (Method::POST, "/auth/login") if forms::is_form(req.headers()) => {
             Ok(forms::login(gw, req, ctx).await)
         }
+        (Method::POST, "/auth/register") if forms::is_form(req.headers()) => {
+            Ok(forms::register(gw, req, ctx).await)
+        }
         (Method::POST, "/auth/otp/request") if forms::is_form(req.headers()) => {
             Ok(forms::otp_request(gw, req, ctx).await)
+        }
+        (Method::POST, "/auth/magic/request") if forms::is_form(req.headers()) => {
+            Ok(forms::magic_request(gw, req, ctx).await)
         }
         (Method::POST, "/auth/otp/verify") if forms::is_form(req.headers()) => {
             Ok(forms::otp_verify(gw, req, ctx).await)
@@ -433,6 +455,9 @@ pub fn rate_key(email: &str) -> String {
     users::normalize_email(email).unwrap_or_else(|_| email.trim().to_lowercase())
 }
 
+/// `POST /auth/logout` (JSON, or the sign-out form): revokes this session if there is one,
+/// removes the cookie and sends [`CLEAR_SITE_DATA_ON_LOGOUT`]; the form gets a `303` to the
+/// sign-in page.
 async fn logout(
     gw: &Gateway,
     req: Request<Incoming>,
@@ -452,8 +477,12 @@ async fn logout(
     } else {
         json_response(StatusCode::OK, &json!({"revoked": revoked}))
     };
-    resp.headers_mut()
-        .append(header::SET_COOKIE, clear_cookie(gw));
+    let h = resp.headers_mut();
+    h.append(header::SET_COOKIE, clear_cookie(gw));
+    h.insert(
+        CLEAR_SITE_DATA,
+        HeaderValue::from_static(CLEAR_SITE_DATA_ON_LOGOUT),
+    );
     Ok(resp)
 }
 
@@ -484,7 +513,7 @@ async fn session(
         StatusCode::OK,
         &json!({
             "user": user_json(&id.user_id, &id.email, &id.roles.names),
-            "session": {"id": id.session_id, "created_at": rfc3339(id.created_at), "expires_at": rfc3339(id.expires_at)},
+            "session": {"id": id.session_id, "created_at": rfc3339(id.created_at()), "expires_at": rfc3339(id.expires_at)},
         }),
     ))
 }
@@ -531,7 +560,12 @@ fn original_request(
 }
 
 /// `/auth/verify`: evaluates the route policy of the original request and answers 200 with
-/// the identity headers, or 401 / 403.
+/// the identity headers, or 401 / 403. Beside the identity headers, a 200 names what the
+/// backend must receive for the request to be what the gateway itself would forward:
+/// [`UPSTREAM_URI`] (the request target, which the signature covers), [`UPSTREAM_COOKIE`] and
+/// [`UPSTREAM_AUTHORIZATION`] (the client's credentials less the session's; absent when none
+/// remain). A 401 for a browser navigation (the proxy's own rule) carries the `Location` of
+/// the sign-in page that the gateway would redirect it to.
 async fn verify(
     gw: &Gateway,
     conn: Conn,
@@ -550,16 +584,30 @@ async fn verify(
     let identity = gw
         .authenticate_for(route, &method, req.headers(), ctx)
         .await?;
-    proxy::authorize(route, identity.as_deref())?;
-    if let Some(identity) = identity {
-        let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
-        gw.inject_identity(
-            resp.headers_mut(),
-            &identity,
-            &method,
-            path_and_query,
-            &ctx.request_id,
-        );
+    match proxy::authorize(route, identity.as_deref()) {
+        Err(HttpError::Unauthenticated) if proxy::is_browser_navigation(&method, req.headers()) => {
+            let mut resp = HttpError::Unauthenticated.into_response();
+            if let Ok(location) = HeaderValue::from_str(&proxy::login_location(&uri)) {
+                resp.headers_mut().insert(header::LOCATION, location);
+            }
+            return Ok(resp);
+        }
+        other => other?,
     }
+    let target = proxy::upstream_target(route, &normalized, uri.query());
+    let headers = resp.headers_mut();
+    let passed = headers::passed_credentials(req.headers(), &gw.config.sessions.cookie_name);
+    if let Some(first) = passed.authorization.into_iter().next() {
+        headers.insert(UPSTREAM_AUTHORIZATION, first);
+    }
+    if let Some(cookie) = passed.cookie {
+        headers.insert(UPSTREAM_COOKIE, cookie);
+    }
+    if let Some(identity) = identity {
+        gw.inject_identity(headers, &identity, &method, &target, &ctx.request_id);
+    }
+    let target = HeaderValue::from_str(&target)
+        .map_err(|_| HttpError::BadRequest("invalid request target".into()))?;
+    headers.insert(UPSTREAM_URI, target);
     Ok(resp)
 }

@@ -25,6 +25,11 @@ pub enum HttpError {
     InvalidCredentials,
     #[error("the code is wrong or has expired")]
     InvalidCode,
+    /// A magic link that is unknown, used or expired (or whose account cannot sign in). Its
+    /// `code()` stays `invalid_code`, as API clients of 0.1.0 match on it; the message says
+    /// *link*.
+    #[error("this sign-in link has expired or was already used; ask for a new one")]
+    InvalidLink,
     #[error("you do not have access to this resource")]
     Forbidden,
     #[error("cross-site request refused: the Origin does not match")]
@@ -35,7 +40,8 @@ pub enum HttpError {
     UnsupportedMediaType,
     #[error("{0}")]
     Unprocessable(String),
-    #[error("too many attempts; retry later")]
+    /// The wait is the rate limit's or the failure budget's, as `Retry-After` gives it.
+    #[error("too many attempts; try again in {}", wait_text(*.0))]
     RateLimited(Duration),
     #[error("temporarily unavailable; retry shortly")]
     Unavailable(String),
@@ -53,9 +59,10 @@ impl HttpError {
             HttpError::BadRequest(_) => StatusCode::BAD_REQUEST,
             HttpError::NotFound => StatusCode::NOT_FOUND,
             HttpError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            HttpError::Unauthenticated | HttpError::InvalidCredentials | HttpError::InvalidCode => {
-                StatusCode::UNAUTHORIZED
-            }
+            HttpError::Unauthenticated
+            | HttpError::InvalidCredentials
+            | HttpError::InvalidCode
+            | HttpError::InvalidLink => StatusCode::UNAUTHORIZED,
             HttpError::LoginRedirect(_) => StatusCode::FOUND,
             HttpError::Forbidden | HttpError::CrossOrigin => StatusCode::FORBIDDEN,
             HttpError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -76,7 +83,7 @@ impl HttpError {
             HttpError::MethodNotAllowed => "method_not_allowed",
             HttpError::Unauthenticated | HttpError::LoginRedirect(_) => "unauthenticated",
             HttpError::InvalidCredentials => "invalid_credentials",
-            HttpError::InvalidCode => "invalid_code",
+            HttpError::InvalidCode | HttpError::InvalidLink => "invalid_code",
             HttpError::Forbidden => "forbidden",
             HttpError::CrossOrigin => "cross_origin",
             HttpError::PayloadTooLarge => "payload_too_large",
@@ -110,21 +117,29 @@ impl HttpError {
         }
     }
 
-    /// The JSON response for this error.
+    /// The JSON response for this error; for [`HttpError::LoginRedirect`] a bare `302` (a
+    /// browser follows it, and nothing in it is JSON).
     pub fn into_response(self) -> Response<Body> {
-        let body =
-            serde_json::json!({"error": {"code": self.code(), "message": self.public_message()}});
-        let mut resp = Response::new(full(body.to_string()));
+        let mut resp = match &self {
+            HttpError::LoginRedirect(_) => Response::new(full(String::new())),
+            _ => {
+                let body = serde_json::json!({"error": {"code": self.code(), "message": self.public_message()}});
+                let mut resp = Response::new(full(body.to_string()));
+                resp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                resp
+            }
+        };
         *resp.status_mut() = self.status();
         let h = resp.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         match &self {
             HttpError::RateLimited(after) => {
-                let secs = after.as_secs().max(1).to_string();
+                let secs = (after.as_secs() + u64::from(after.subsec_nanos() > 0))
+                    .max(1)
+                    .to_string();
                 if let Ok(v) = HeaderValue::from_str(&secs) {
                     h.insert(header::RETRY_AFTER, v);
                 }
@@ -146,6 +161,21 @@ impl HttpError {
     }
 }
 
+/// A wait as people say it, rounded up: "1 second", "45 seconds", "15 minutes", "2 hours".
+pub fn wait_text(wait: Duration) -> String {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let (n, unit) = match secs.max(1) {
+        s @ ..60 => (s, "second"),
+        s @ ..3600 => (s.div_ceil(60), "minute"),
+        s => (s.div_ceil(3600), "hour"),
+    };
+    if n == 1 {
+        format!("1 {unit}")
+    } else {
+        format!("{n} {unit}s")
+    }
+}
+
 impl From<crate::db::DbError> for HttpError {
     fn from(e: crate::db::DbError) -> Self {
         HttpError::Unavailable(e.to_string())
@@ -161,5 +191,62 @@ impl From<crate::sessions::SessionError> for HttpError {
 impl From<crate::password::HashError> for HttpError {
     fn from(e: crate::password::HashError) -> Self {
         HttpError::Unavailable(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt as _;
+
+    #[test]
+    fn waits_read_as_people_say_them() {
+        for (secs, text) in [
+            (0.2, "1 second"),
+            (1.0, "1 second"),
+            (29.5, "30 seconds"),
+            (59.0, "59 seconds"),
+            (60.0, "1 minute"),
+            (61.0, "2 minutes"),
+            (900.0, "15 minutes"),
+            (3599.0, "60 minutes"),
+            (3600.0, "1 hour"),
+            (3601.0, "2 hours"),
+        ] {
+            assert_eq!(wait_text(Duration::from_secs_f64(secs)), text, "{secs}");
+        }
+    }
+
+    #[test]
+    fn too_many_attempts_says_how_long_to_wait() {
+        let e = HttpError::RateLimited(Duration::from_millis(14 * 60_000 + 1));
+        assert_eq!(e.to_string(), "too many attempts; try again in 15 minutes");
+        let resp = e.into_response();
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "841");
+    }
+
+    #[test]
+    fn a_spent_link_says_link() {
+        let e = HttpError::InvalidLink;
+        assert!(e.to_string().contains("link"), "{e}");
+        assert!(!e.to_string().contains("code"), "{e}");
+        assert_eq!(
+            (e.status(), e.code()),
+            (StatusCode::UNAUTHORIZED, "invalid_code")
+        );
+    }
+
+    #[tokio::test]
+    async fn the_login_redirect_carries_no_json() {
+        let resp = HttpError::LoginRedirect("/auth/login?return_to=%2Fapp".into()).into_response();
+        assert_eq!(resp.status(), StatusCode::FOUND);
+        assert_eq!(
+            resp.headers()[header::LOCATION],
+            "/auth/login?return_to=%2Fapp"
+        );
+        assert!(resp.headers().get(header::CONTENT_TYPE).is_none());
+        assert_eq!(resp.headers()[header::CACHE_CONTROL], "no-store");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert!(body.is_empty(), "{body:?}");
     }
 }

@@ -58,6 +58,7 @@ pub struct Names {
     pub user_roles: HeaderName,
     pub session_id: HeaderName,
     pub signature: HeaderName,
+    pub user_email_verified: HeaderName,
     pub request_id: HeaderName,
     /// Every owned name, lower-case with `-`: identity names and [`OWNED`].
     owned: Vec<String>,
@@ -71,6 +72,7 @@ impl Names {
             &cfg.user_roles,
             &cfg.session_id,
             &cfg.signature,
+            &cfg.user_email_verified,
         ];
         let mut owned: Vec<String> = identity
             .iter()
@@ -84,6 +86,7 @@ impl Names {
                 "x-user-roles",
                 "x-session-id",
                 "x-identity-signature",
+                "x-user-email-verified",
             ]
             .iter()
             .map(|s| (*s).to_string()),
@@ -96,9 +99,16 @@ impl Names {
             user_roles: cfg.user_roles.clone(),
             session_id: cfg.session_id.clone(),
             signature: cfg.signature.clone(),
+            user_email_verified: cfg.user_email_verified.clone(),
             request_id: HeaderName::from_static("x-request-id"),
             owned,
         }
+    }
+
+    /// Every gateway-owned name, lower-case with `-` (what [`sanitize_request`] removes, in
+    /// any spelling).
+    pub fn owned(&self) -> impl Iterator<Item = &str> {
+        self.owned.iter().map(String::as_str)
     }
 
     /// Whether `name` is gateway-owned, in any spelling (`X_User_Id` too). Header names are
@@ -176,32 +186,57 @@ fn remove_connection_listed(headers: &mut HeaderMap) {
 }
 
 /// Removes the session credential from what goes upstream: the gateway cookie from `Cookie`
-/// and a `Bearer gw_...` `Authorization`. Backends get the identity headers, never the token.
+/// (every other cookie stays, joined into one header) and every `Authorization: Bearer gw_...`
+/// (other schemes stay). Backends get the identity headers, never the token.
 pub fn strip_credentials(headers: &mut HeaderMap, cookie_name: &str) {
-    let is_gateway_bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(bearer_token)
-        .is_some_and(|t| t.starts_with(crate::sessions::TOKEN_PREFIX));
-    if is_gateway_bearer {
-        headers.remove(header::AUTHORIZATION);
-    }
-    let cookies: Vec<HeaderValue> = headers.get_all(header::COOKIE).iter().cloned().collect();
-    if cookies.is_empty() {
-        return;
-    }
+    let passed = passed_credentials(headers, cookie_name);
+    headers.remove(header::AUTHORIZATION);
     headers.remove(header::COOKIE);
-    let kept: Vec<&str> = cookies
+    for value in passed.authorization {
+        headers.append(header::AUTHORIZATION, value);
+    }
+    if let Some(cookie) = passed.cookie {
+        headers.insert(header::COOKIE, cookie);
+    }
+}
+
+/// The client's credentials that may go upstream, as [`strip_credentials`] leaves them.
+#[derive(Debug, Default)]
+pub struct PassedCredentials {
+    /// The `Authorization` values that are not a gateway Bearer token.
+    pub authorization: Vec<HeaderValue>,
+    /// Every cookie but the session cookie, in one `Cookie` value; `None` when none remain.
+    pub cookie: Option<HeaderValue>,
+}
+
+/// What [`strip_credentials`] would leave of a request's `Authorization` and `Cookie`
+/// (`/auth/verify` tells a forward-auth proxy the same, so the backend gets the same).
+pub fn passed_credentials(headers: &HeaderMap, cookie_name: &str) -> PassedCredentials {
+    let authorization = headers
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .filter(|v| {
+            !v.to_str()
+                .ok()
+                .and_then(bearer_token)
+                .is_some_and(|t| t.starts_with(crate::sessions::TOKEN_PREFIX))
+        })
+        .cloned()
+        .collect();
+    let kept: Vec<&str> = headers
+        .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .map(str::trim)
         .filter(|c| !c.is_empty() && c.split('=').next().map(str::trim) != Some(cookie_name))
         .collect();
-    if !kept.is_empty() {
-        if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
-            headers.insert(header::COOKIE, v);
-        }
+    let cookie = (!kept.is_empty())
+        .then(|| HeaderValue::from_str(&kept.join("; ")).ok())
+        .flatten();
+    PassedCredentials {
+        authorization,
+        cookie,
     }
 }
 
@@ -265,9 +300,15 @@ pub fn inject_identity(
     request_id: &str,
 ) {
     let session_id = identity.session_id.to_string();
+    let email_verified = if identity.email_verified {
+        "true"
+    } else {
+        "false"
+    };
     let pairs = [
         (&names.user_id, &*identity.user_id),
         (&names.user_email, &*identity.email),
+        (&names.user_email_verified, email_verified),
         (&names.user_roles, identity.roles.header.as_str()),
         (&names.session_id, session_id.as_str()),
     ];
@@ -280,6 +321,7 @@ pub fn inject_identity(
         let claims = Claims {
             user_id: &identity.user_id,
             email: &identity.email,
+            email_verified,
             roles: &identity.roles.header,
             session_id: &session_id,
             request_id,
@@ -296,11 +338,13 @@ pub fn inject_identity(
     }
 }
 
-/// What the signature covers.
+/// What the signature covers: the identity headers' values as the backend received them.
 #[derive(Debug, Clone, Copy)]
 pub struct Claims<'a> {
     pub user_id: &'a str,
     pub email: &'a str,
+    /// `X-User-Email-Verified`: `true` or `false` (covered by `v2` only).
+    pub email_verified: &'a str,
     pub roles: &'a str,
     pub session_id: &'a str,
     pub request_id: &'a str,
@@ -309,19 +353,42 @@ pub struct Claims<'a> {
     pub path: &'a str,
 }
 
-fn mac(key: &[u8], timestamp: u64, c: &Claims<'_>) -> Hmac<Sha256> {
+/// The versions of the signed text. `v1` (the first format) lacks `X-User-Email-Verified`;
+/// it is still sent beside `v2` so that verifiers written for it keep working.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Version {
+    V1,
+    V2,
+}
+
+fn mac(key: &[u8], version: Version, timestamp: u64, c: &Claims<'_>) -> Hmac<Sha256> {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC accepts any key length");
-    let fields = [
-        "gw-identity-v1",
-        &timestamp.to_string(),
-        c.user_id,
-        c.email,
-        c.roles,
-        c.session_id,
-        c.request_id,
-        c.method,
-        c.path,
-    ];
+    let timestamp = timestamp.to_string();
+    let fields: &[&str] = match version {
+        Version::V1 => &[
+            "gw-identity-v1",
+            &timestamp,
+            c.user_id,
+            c.email,
+            c.roles,
+            c.session_id,
+            c.request_id,
+            c.method,
+            c.path,
+        ],
+        Version::V2 => &[
+            "gw-identity-v2",
+            &timestamp,
+            c.user_id,
+            c.email,
+            c.email_verified,
+            c.roles,
+            c.session_id,
+            c.request_id,
+            c.method,
+            c.path,
+        ],
+    };
     for f in fields {
         mac.update(f.as_bytes());
         mac.update(b"\n");
@@ -329,18 +396,31 @@ fn mac(key: &[u8], timestamp: u64, c: &Claims<'_>) -> Hmac<Sha256> {
     mac
 }
 
-/// The `X-Identity-Signature` value: `t=<unix seconds>,v1=<hex HMAC-SHA256>` over the
-/// newline-joined fields `gw-identity-v1`, t, user id, email, roles, session id, request id,
-/// method, path (with query), each followed by `\n`.
+fn hex(mac: Hmac<Sha256>) -> String {
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The `X-Identity-Signature` value: `t=<unix seconds>,v1=<hex>,v2=<hex>`, each an
+/// HMAC-SHA256 under `key` (the bytes of `headers.signing_secret` as configured) over
+/// newline-terminated fields. `v2`: `gw-identity-v2`, t, user id, email, email verified,
+/// roles, session id, request id, method, path (with query). `v1`: the same without email
+/// verified, starting `gw-identity-v1`.
 pub fn sign(key: &[u8], timestamp: u64, claims: &Claims<'_>) -> String {
-    let tag = mac(key, timestamp, claims).finalize().into_bytes();
-    let hex: String = tag.iter().map(|b| format!("{b:02x}")).collect();
-    format!("t={timestamp},v1={hex}")
+    format!(
+        "t={timestamp},v1={},v2={}",
+        hex(mac(key, Version::V1, timestamp, claims)),
+        hex(mac(key, Version::V2, timestamp, claims))
+    )
 }
 
 /// For backends: checks an `X-Identity-Signature` value against the identity headers it
 /// received, with the shared key, refusing signatures older than `max_age` (or from more than
-/// `max_age` in the future). Compares in constant time.
+/// `max_age` in the future). Checks `v2`, which covers every claim; a value without `v2` is
+/// refused (removing it must not downgrade the check). Compares in constant time.
 pub fn verify_signature(
     key: &[u8],
     value: &str,
@@ -353,7 +433,7 @@ pub fn verify_signature(
     for part in value.split(',') {
         match part.trim().split_once('=') {
             Some(("t", t)) => timestamp = t.parse::<u64>().ok(),
-            Some(("v1", v)) => tag = decode_hex(v),
+            Some(("v2", v)) => tag = decode_hex(v),
             _ => {}
         }
     }
@@ -364,7 +444,9 @@ pub fn verify_signature(
     if now.abs_diff(timestamp) > max_age.as_secs() {
         return false;
     }
-    mac(key, timestamp, claims).verify_slice(&tag).is_ok()
+    mac(key, Version::V2, timestamp, claims)
+        .verify_slice(&tag)
+        .is_ok()
 }
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
@@ -405,6 +487,8 @@ mod tests {
             ("X_USER_EMAIL", "a@b.c"),
             ("x-user-roles", "admin"),
             ("x-session-id", "s"),
+            ("x-user-email-verified", "true"),
+            ("X_User_Email_Verified", "true"),
             ("x-identity-signature", "t=1,v1=00"),
             ("x-forwarded-for", "1.2.3.4"),
             ("x_forwarded_host", "evil"),
@@ -465,6 +549,30 @@ mod tests {
             h.contains_key("authorization"),
             "foreign credentials pass through"
         );
+        // A gateway token behind another credential goes too; the other stays.
+        let mut h = map(&[
+            ("authorization", "Basic abc"),
+            ("authorization", "bearer  gw_secret"),
+            ("cookie", "__Host-gw_session=gw_secret"),
+        ]);
+        strip_credentials(&mut h, "__Host-gw_session");
+        let left: Vec<_> = h.get_all("authorization").iter().collect();
+        assert_eq!(left, ["Basic abc"]);
+        assert!(!h.contains_key("cookie"), "no empty Cookie header");
+    }
+
+    #[test]
+    fn passed_credentials_are_what_stripping_leaves() {
+        let h = map(&[
+            ("cookie", "a=1; __Host-gw_session=gw_x"),
+            ("cookie", "b=2"),
+            ("authorization", "Bearer gw_x"),
+        ]);
+        let passed = passed_credentials(&h, "__Host-gw_session");
+        assert_eq!(passed.cookie.unwrap(), "a=1; b=2");
+        assert!(passed.authorization.is_empty());
+        let passed = passed_credentials(&map(&[]), "__Host-gw_session");
+        assert!(passed.cookie.is_none() && passed.authorization.is_empty());
     }
 
     #[test]
@@ -477,18 +585,51 @@ mod tests {
         assert_eq!(bearer_token("Basic x"), None);
     }
 
-    #[test]
-    fn signatures_verify_and_bind_every_field() {
-        let key = b"0123456789abcdef0123456789abcdef";
-        let c = Claims {
+    const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn claims() -> Claims<'static> {
+        Claims {
             user_id: "u1",
             email: "a@example.com",
+            email_verified: "true",
             roles: "admin",
             session_id: "s1",
             request_id: "r1",
             method: "GET",
             path: "/x?y=1",
+        }
+    }
+
+    /// The text each version signs, spelled out as docs/identity-headers.md does, so a
+    /// verifier written from the docs (and one written for v1 before v2 existed) matches.
+    #[test]
+    fn signatures_match_the_documented_texts() {
+        let key = KEY;
+        let c = Claims {
+            email_verified: "false",
+            roles: "",
+            method: "POST",
+            path: "/orders/7?full=1&b=2",
+            ..claims()
         };
+        let hmac_hex = |text: &str| {
+            let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap();
+            m.update(text.as_bytes());
+            hex(m)
+        };
+        let v1 =
+            "gw-identity-v1\n1700000000\nu1\na@example.com\n\ns1\nr1\nPOST\n/orders/7?full=1&b=2\n";
+        let v2 = "gw-identity-v2\n1700000000\nu1\na@example.com\nfalse\n\ns1\nr1\nPOST\n/orders/7?full=1&b=2\n";
+        assert_eq!(
+            sign(key, 1_700_000_000, &c),
+            format!("t=1700000000,v1={},v2={}", hmac_hex(v1), hmac_hex(v2))
+        );
+    }
+
+    #[test]
+    fn signatures_verify_and_bind_every_field() {
+        let key = KEY;
+        let c = claims();
         let now = SystemTime::now();
         let ts = now.duration_since(UNIX_EPOCH).unwrap().as_secs();
         let v = sign(key, ts, &c);
@@ -521,6 +662,21 @@ mod tests {
             now,
             max
         ));
+        assert!(!verify_signature(
+            key,
+            &v,
+            &Claims {
+                email_verified: "false",
+                ..c
+            },
+            now,
+            max
+        ));
+        let without_v2 = v.split(",v2=").next().unwrap();
+        assert!(
+            !verify_signature(key, without_v2, &c, now, max),
+            "dropping v2 must not downgrade the check to v1"
+        );
         assert!(
             !verify_signature(key, &v, &c, now + Duration::from_secs(120), max),
             "too old"

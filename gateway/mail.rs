@@ -134,6 +134,9 @@ impl Mailer {
     /// in development, by design; `Config::serve_problems` refuses this transport unless the
     /// public URL is local.
     ///
+    /// `sender_name` (`branding.name`), when given, is the display name of `From`, in place
+    /// of the one in `mail.from`, whose address is kept; lettre quotes or encodes it.
+    ///
     /// # Errors
     /// [`MailError::Config`] naming `mail.smtp_url` when lettre cannot use the URL (the message
     /// never contains the URL, which may hold a password), or `mail.from` when it is not a
@@ -142,11 +145,14 @@ impl Mailer {
     /// # Security
     /// Message bodies are never logged with the SMTP transport. `smtp://host` without `?tls=`
     /// is plain text; a warning is logged when such a host is not loopback.
-    pub fn start(cfg: &config::Mail) -> Result<Mailer, MailError> {
-        let from: Mailbox = cfg.from.parse().map_err(|e| MailError::Config {
+    pub fn start(cfg: &config::Mail, sender_name: Option<&str>) -> Result<Mailer, MailError> {
+        let mut from: Mailbox = cfg.from.parse().map_err(|e| MailError::Config {
             key: "mail.from",
             message: format!("not a mailbox like \"Gateway <no-reply@example.com>\": {e}"),
         })?;
+        if let Some(name) = sender_name {
+            from.name = Some(name.to_string());
+        }
         let transport = match cfg.transport {
             MailTransport::Log => Transport::Log,
             MailTransport::Smtp => {
@@ -396,7 +402,8 @@ mod tests {
             "smtp://mail.example.com?tls=sometimes",
             "not a url",
         ] {
-            let err = Mailer::start(&cfg(MailTransport::Smtp, url, "a@example.com")).unwrap_err();
+            let err =
+                Mailer::start(&cfg(MailTransport::Smtp, url, "a@example.com"), None).unwrap_err();
             let text = err.to_string();
             assert!(
                 matches!(
@@ -415,7 +422,7 @@ mod tests {
     #[tokio::test]
     async fn start_error_never_shows_the_smtp_password() {
         let url = "smtp://user:hunter2secret@mail.example.com:notaport";
-        let err = Mailer::start(&cfg(MailTransport::Smtp, url, "a@example.com")).unwrap_err();
+        let err = Mailer::start(&cfg(MailTransport::Smtp, url, "a@example.com"), None).unwrap_err();
         assert!(!err.to_string().contains("hunter2secret"), "{err}");
     }
 
@@ -428,7 +435,7 @@ mod tests {
             "a@b@c",
             "<a@example.com",
         ] {
-            let err = Mailer::start(&cfg(MailTransport::Log, "", from)).unwrap_err();
+            let err = Mailer::start(&cfg(MailTransport::Log, "", from), None).unwrap_err();
             assert!(
                 matches!(
                     err,
@@ -451,11 +458,10 @@ mod tests {
             "smtp://mail.example.com?tls=opportunistic",
             "smtps://user:p%40ss@mail.example.com",
         ] {
-            Mailer::start(&cfg(
-                MailTransport::Smtp,
-                url,
-                "Gateway <no-reply@example.com>",
-            ))
+            Mailer::start(
+                &cfg(MailTransport::Smtp, url, "Gateway <no-reply@example.com>"),
+                None,
+            )
             .unwrap_or_else(|e| panic!("{url}: {e}"));
         }
     }
@@ -464,7 +470,7 @@ mod tests {
     async fn log_transport_drains_the_queue_and_bad_recipients_do_not_stop_it() {
         let mut c = cfg(MailTransport::Log, "", "a@example.com");
         c.queue = 2;
-        let mailer = Mailer::start(&c).unwrap();
+        let mailer = Mailer::start(&c, None).unwrap();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         let mut queued = 0;
         while queued < 50 {

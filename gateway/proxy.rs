@@ -58,6 +58,8 @@ pub struct Gateway {
     pub limits: Limits,
     /// The HMAC keys of one-time codes and magic links.
     pub keys: Keys,
+    /// `Strict-Transport-Security` for every answer on the TLS listener (`server.hsts`).
+    pub hsts: Option<HeaderValue>,
 }
 
 impl Gateway {
@@ -71,6 +73,11 @@ impl Gateway {
             limits: Limits::for_fleet(&config.rate_limits, sessions.pool().clone()),
             keys: Keys::new(&config.auth),
             names: Names::new(&config.headers),
+            hsts: config
+                .server
+                .hsts
+                .as_ref()
+                .and_then(|h| HeaderValue::from_str(&h.header_value()).ok()),
             hasher: Hasher::new(
                 config.auth.bcrypt_cost,
                 config.auth.bcrypt_concurrency,
@@ -294,6 +301,11 @@ pub async fn handle(
     if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
         response.headers_mut().insert("x-request-id", v);
     }
+    if let Some(hsts) = gw.hsts.as_ref().filter(|_| conn.https) {
+        response
+            .headers_mut()
+            .insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+    }
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     worker.metrics.record(&ctx.route, status, elapsed);
@@ -411,6 +423,20 @@ pub fn login_location(uri: &Uri) -> String {
 /// The URI the upstream receives: its base, the normalized path (less the prefix when
 /// `strip_prefix`), and the query exactly as received.
 fn upstream_uri(route: &Route, normalized: &str, query: Option<&str>) -> Result<Uri, HttpError> {
+    let target = upstream_target(route, normalized, query);
+    let mut parts = route.upstream.clone().into_parts();
+    parts.path_and_query = Some(
+        target
+            .parse()
+            .map_err(|_| HttpError::BadRequest("invalid request target".into()))?,
+    );
+    Uri::from_parts(parts).map_err(|e| HttpError::Internal(e.to_string()))
+}
+
+/// The request target (path and query) the upstream of `route` receives for a request whose
+/// normalized path is `normalized`: the upstream's base path, the normalized path (less the
+/// prefix when `strip_prefix`), and the query exactly as received.
+pub fn upstream_target(route: &Route, normalized: &str, query: Option<&str>) -> String {
     let mut path = normalized;
     if route.strip_prefix {
         path = &normalized[route.path_prefix.len()..];
@@ -428,13 +454,7 @@ fn upstream_uri(route: &Route, normalized: &str, query: Option<&str>) -> Result<
         target.push('?');
         target.push_str(q);
     }
-    let mut parts = route.upstream.clone().into_parts();
-    parts.path_and_query = Some(
-        target
-            .parse()
-            .map_err(|_| HttpError::BadRequest("invalid request target".into()))?,
-    );
-    Uri::from_parts(parts).map_err(|e| HttpError::Internal(e.to_string()))
+    target
 }
 
 async fn forward(

@@ -56,7 +56,8 @@ impl Server {
             Some(files) => Some(tls_acceptor(files)?),
             None => None,
         };
-        let mailer = mail::Mailer::start(&config.mail).map_err(Failure::config)?;
+        let mailer = mail::Mailer::start(&config.mail, config.branding.name.as_deref())
+            .map_err(Failure::config)?;
         let pool = db::connect(&config.database)?;
         migrate::ensure_current(&pool)
             .await

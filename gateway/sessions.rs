@@ -42,7 +42,7 @@ const INSERT: &str = "INSERT INTO sessions (id, user_id, token_hash, ip_address,
 pub const LOOKUP: &str =
     "SELECT s.id, s.user_id, u.email, u.status, s.expires_at, s.last_seen_at, s.revoked_at,
         ARRAY(SELECT r.role FROM user_roles r WHERE r.user_id = s.user_id ORDER BY r.role) AS roles,
-        s.created_at, now()
+        s.created_at, u.email_verified, now()
     FROM sessions s JOIN users u ON u.id = s.user_id
     WHERE s.token_hash = $1 AND u.deleted_at IS NULL";
 const REVOKE_ONE: &str =
@@ -104,7 +104,12 @@ pub struct Identity {
     pub email: Box<str>,
     pub roles: Arc<RoleSet>,
     pub expires_at: SystemTime,
-    pub created_at: SystemTime,
+    /// Whether the user proved they receive mail at `email` (`users.email_verified`); a
+    /// verification is seen within the revocation window, like a role change.
+    pub email_verified: bool,
+    /// Seconds since the epoch of the session's creation (whole seconds keep the entry
+    /// within its allocator size class; see [`Identity::created_at`]).
+    created_secs: u64,
     /// Seconds since the epoch of the last activity this instance knows of.
     last_seen: AtomicU64,
     /// When this entry was read from the database.
@@ -112,6 +117,11 @@ pub struct Identity {
 }
 
 impl Identity {
+    /// When the session was created, to the second.
+    pub fn created_at(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(self.created_secs)
+    }
+
     pub fn has_any_role(&self, wanted: &[String]) -> bool {
         wanted.is_empty()
             || wanted
@@ -535,7 +545,7 @@ async fn load(pool: &Pool, clock: &DbClock, hash: &TokenHash) -> Result<Lookup, 
     let status: &str = row.get(3);
     let revoked: Option<SystemTime> = row.get(6);
     let expires_at: SystemTime = row.get(4);
-    let database_now: SystemTime = row.get(9);
+    let database_now: SystemTime = row.get(10);
     clock.observe(database_now);
     if status != "active" || revoked.is_some() || expires_at <= database_now {
         return Ok(Lookup::Missing);
@@ -549,15 +559,15 @@ async fn load(pool: &Pool, clock: &DbClock, hash: &TokenHash) -> Result<Lookup, 
         email: email.into_boxed_str(),
         roles: role_set(roles),
         expires_at,
-        created_at: row.get(8),
-        last_seen: AtomicU64::new(
-            last_seen
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_secs(),
-        ),
+        created_secs: unix_secs(row.get(8)),
+        email_verified: row.get(9),
+        last_seen: AtomicU64::new(unix_secs(last_seen)),
         loaded_at: Instant::now(),
     })))
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
 }
 
 async fn revoke(
@@ -665,7 +675,8 @@ mod tests {
             email: "u1@example.com".into(),
             roles: role_set(Vec::new()),
             expires_at: now + Duration::from_secs(3600),
-            created_at: now,
+            created_secs: unix_secs(now),
+            email_verified: true,
             last_seen: AtomicU64::new(now.duration_since(UNIX_EPOCH).unwrap().as_secs()),
             loaded_at,
         }))
@@ -768,5 +779,17 @@ mod tests {
         drop((admin, again));
         let rebuilt = role_set(vec!["admin".into(), "ops".into()]);
         assert_eq!(rebuilt.names, vec!["admin".to_string(), "ops".to_string()]);
+    }
+
+    /// One cache entry is an `Arc<Identity>`: two counters and the identity. At 128 bytes it
+    /// fills mimalloc's 128-byte size class; one byte more costs the next class, 160.
+    #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+    #[test]
+    fn a_cached_identity_fits_its_allocation_class() {
+        assert!(
+            std::mem::size_of::<Identity>() + 2 * std::mem::size_of::<usize>() <= 128,
+            "Identity is {} bytes",
+            std::mem::size_of::<Identity>()
+        );
     }
 }

@@ -109,6 +109,7 @@ struct Background {
     keys: codes::Keys,
     codes: config::Codes,
     origin: String,
+    brand: config::Branding,
 }
 
 impl Background {
@@ -119,6 +120,7 @@ impl Background {
             keys: gw.keys.clone(),
             codes: gw.config.codes.clone(),
             origin: gw.config.server.public_url.origin.clone(),
+            brand: gw.config.branding.clone(),
         }
     }
 
@@ -160,9 +162,24 @@ impl Background {
             self.codes.ttl,
         )
         .await?;
+        // A verification code also says where to enter it (the page after registering).
+        let page = (purpose == Purpose::VerifyEmail).then(|| {
+            format!(
+                "{}{}?{}",
+                self.origin,
+                pages::VERIFY_EMAIL_PAGE,
+                pages::query(&[("email", &email)])
+            )
+        });
         self.send(
             &email,
-            compose::code(purpose, &code, minutes(self.codes.ttl)),
+            compose::code(
+                &self.brand,
+                purpose,
+                &code,
+                minutes(self.codes.ttl),
+                page.as_deref(),
+            ),
         );
         Ok(())
     }
@@ -185,14 +202,17 @@ impl Background {
         let url = format!("{}/auth/magic/{token}", self.origin);
         self.send(
             &email,
-            compose::magic_link(&url, minutes(self.codes.magic_link_ttl)),
+            compose::magic_link(&self.brand, &url, minutes(self.codes.magic_link_ttl)),
         );
         Ok(())
     }
 
     fn account_exists(&self, email: &str) {
         let login_url = format!("{}/auth/login", self.origin);
-        self.send(email, compose::account_exists_notice(&login_url));
+        self.send(
+            email,
+            compose::account_exists_notice(&self.brand, &login_url),
+        );
     }
 
     /// Creates the unverified account and mails it a `verify_email` code; for a taken address,
@@ -502,11 +522,11 @@ pub async fn magic_request(
 ///
 /// # Errors
 /// 404 for a path segment that is not shaped like a token.
-pub fn magic_page(token: &str) -> Result<Response<Body>, HttpError> {
+pub fn magic_page(gw: &Gateway, token: &str) -> Result<Response<Body>, HttpError> {
     if !codes::is_link_token(token) {
         return Err(HttpError::NotFound);
     }
-    Ok(pages::magic_confirm(token))
+    Ok(pages::magic_confirm(&gw.config.branding, token))
 }
 
 /// A consumed magic link: who signs in, and where to go.
@@ -520,8 +540,8 @@ pub struct MagicLogin {
 /// Consumes a magic link (once) and returns its user; marks the address verified.
 ///
 /// # Errors
-/// 401 `invalid_code` for a malformed, unknown, expired or used token, or an account that is
-/// gone or disabled; 503 when the database is down.
+/// 401 [`HttpError::InvalidLink`] (code `invalid_code`) for a malformed, unknown, expired or
+/// used token, or an account that is gone or disabled; 503 when the database is down.
 pub async fn do_magic_consume(
     gw: &Gateway,
     ctx: &mut Ctx,
@@ -529,10 +549,13 @@ pub async fn do_magic_consume(
 ) -> Result<MagicLogin, HttpError> {
     let link = codes::redeem_link(gw.sessions.pool(), &gw.keys, token)
         .await?
-        .ok_or(HttpError::InvalidCode)?;
+        .ok_or(HttpError::InvalidLink)?;
     metrics::counter!("gateway_auth_outcomes_total", "flow" => codes::MAGIC_LINK, "outcome" => "success")
         .increment(1);
-    let mut user = active_user(gw, &link.email).await?;
+    let mut user = active_user(gw, &link.email).await.map_err(|e| match e {
+        HttpError::InvalidCode => HttpError::InvalidLink,
+        other => other,
+    })?;
     ctx.user_id = Some(user.id.clone());
     verified(gw, &mut user).await?;
     Ok(MagicLogin {
@@ -543,11 +566,12 @@ pub async fn do_magic_consume(
 
 /// `POST /auth/magic/{token}`: consumes the link, opens a session, sets the cookie and answers
 /// 303 to the stored `return_to`. A failure answers the sign-in page with the error for a
-/// browser (form post or `Accept: text/html`), JSON otherwise.
+/// browser (form post or `Accept: text/html`), whose "email me a link" asks for a new one;
+/// JSON otherwise.
 ///
 /// # Errors
 /// 403 cross-origin (login CSRF), 429 over the per-IP limit of code verification, 401
-/// `invalid_code`, 503.
+/// [`HttpError::InvalidLink`], 503.
 pub async fn magic_consume(
     gw: &Gateway,
     req: Request<Incoming>,
@@ -567,7 +591,12 @@ pub async fn magic_consume(
     .await;
     match outcome {
         Ok((return_to, session)) => Ok(forms::signed_in(gw, &return_to, &session)),
-        Err(e) if browser => Ok(forms::failed(ctx, e, |m| pages::login_page("/", "", m))),
+        Err(e) if browser => {
+            let brand = &gw.config.branding;
+            Ok(forms::failed(brand, ctx, e, |m| {
+                pages::login_page(brand, "/", "", m)
+            }))
+        }
         Err(e) => Err(e),
     }
 }
@@ -599,7 +628,7 @@ pub async fn magic(
 ) -> Result<Response<Body>, HttpError> {
     ctx.route = "/auth/magic".into();
     match *req.method() {
-        Method::GET | Method::HEAD => magic_page(token),
+        Method::GET | Method::HEAD => magic_page(gw, token),
         Method::POST => magic_consume(gw, req, ctx, token).await,
         _ => Err(HttpError::MethodNotAllowed),
     }

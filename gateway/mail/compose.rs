@@ -1,12 +1,31 @@
 //! The messages the gateway sends, each as `(subject, text, html)`: a plain text body and a
 //! small inline-styled HTML body with no images, scripts or external assets. Every value put
-//! into the HTML goes through [`escape`].
+//! into the HTML goes through [`escape`]. With `branding.name` set, subjects end with the
+//! product name and the HTML body starts with it (the sender's display name is set by
+//! [`super::Mailer::start`]).
 
 use super::CodePurpose;
+use crate::config::Branding;
+
+/// `base`, with ` {preposition} {name}` when the product has a name.
+fn subject(brand: &Branding, base: &str, preposition: &str) -> String {
+    match &brand.name {
+        Some(name) => format!("{base} {preposition} {name}"),
+        None => base.to_owned(),
+    }
+}
 
 /// A one-time code mail: the 6-digit `code`, what it is for, and how long it works.
-pub fn code(purpose: CodePurpose, code: &str, minutes_valid: u64) -> (String, String, String) {
-    let (subject, intro, ignore) = match purpose {
+/// `page_url`, when given, is where the code can be entered (the verification page for a
+/// `verify_email` code); it never carries the code.
+pub fn code(
+    brand: &Branding,
+    purpose: CodePurpose,
+    code: &str,
+    minutes_valid: u64,
+    page_url: Option<&str>,
+) -> (String, String, String) {
+    let (base, intro, ignore) = match purpose {
         CodePurpose::Login => (
             "Your sign-in code",
             "Use this code to sign in:",
@@ -25,14 +44,26 @@ pub fn code(purpose: CodePurpose, code: &str, minutes_valid: u64) -> (String, St
              password has not been changed.",
         ),
     };
+    let subject = subject(brand, base, "for");
     let validity = valid_for(minutes_valid);
+    let (page_text, page_html) = match page_url {
+        Some(url) => (
+            format!("Enter it on the page that asked for it, or here:\n{url}\n\n"),
+            format!(
+                "<p style=\"{NOTE}\">Enter it on the page that asked for it, or here:<br>\
+                 <a href=\"{url}\" style=\"word-break:break-all\">{url}</a></p>",
+                url = escape(url)
+            ),
+        ),
+        None => (String::new(), String::new()),
+    };
     let text = format!(
-        "{intro}\n\n    {code}\n\nThe code works once and expires in {validity}. \
+        "{intro}\n\n    {code}\n\n{page_text}The code works once and expires in {validity}. \
          Never share it: we will never ask you for it.\n\n{ignore}\n"
     );
     let body = format!(
         "<p style=\"{P}\">{intro}</p>\
-         <p style=\"{CODE}\">{code}</p>\
+         <p style=\"{CODE}\">{code}</p>{page_html}\
          <p style=\"{P}\">The code works once and expires in {validity}. \
          Never share it: we will never ask you for it.</p>\
          <p style=\"{NOTE}\">{ignore}</p>",
@@ -41,12 +72,13 @@ pub fn code(purpose: CodePurpose, code: &str, minutes_valid: u64) -> (String, St
         validity = escape(&validity),
         ignore = escape(ignore),
     );
-    (subject.to_owned(), text, page(subject, &body))
+    let html = page(brand, &subject, &body);
+    (subject, text, html)
 }
 
 /// A magic sign-in link mail. Opening `url` shows a confirmation page; the link works once.
-pub fn magic_link(url: &str, minutes_valid: u64) -> (String, String, String) {
-    let subject = "Your sign-in link";
+pub fn magic_link(brand: &Branding, url: &str, minutes_valid: u64) -> (String, String, String) {
+    let subject = subject(brand, "Your sign-in link", "for");
     let validity = valid_for(minutes_valid);
     let ignore = "If you did not try to sign in, you can ignore this message; nobody can sign \
                   in without the link.";
@@ -66,13 +98,14 @@ pub fn magic_link(url: &str, minutes_valid: u64) -> (String, String, String) {
         validity = escape(&validity),
         ignore = escape(ignore),
     );
-    (subject.to_owned(), text, page(subject, &body))
+    let html = page(brand, &subject, &body);
+    (subject, text, html)
 }
 
 /// Sent to the owner of an address when someone tries to register it again, so that
 /// registration answers the same whether or not the address has an account.
-pub fn account_exists_notice(login_url: &str) -> (String, String, String) {
-    let subject = "You already have an account";
+pub fn account_exists_notice(brand: &Branding, login_url: &str) -> (String, String, String) {
+    let subject = subject(brand, "You already have an account", "with");
     let text = format!(
         "Someone, perhaps you, tried to create an account with this email address, but it \
          already has one.\n\nSign in here:\n\n{login_url}\n\nIf you forgot your password, you \
@@ -91,7 +124,8 @@ pub fn account_exists_notice(login_url: &str) -> (String, String, String) {
          changed.</p>",
         url = escape(login_url),
     );
-    (subject.to_owned(), text, page(subject, &body))
+    let html = page(brand, &subject, &body);
+    (subject, text, html)
 }
 
 /// HTML escaping, shared with the pages: `& < > " '` become character references.
@@ -109,18 +143,23 @@ const P: &str = "margin:0 0 16px;font-size:16px;line-height:1.5";
 const NOTE: &str = "margin:0 0 16px;font-size:14px;line-height:1.5;color:#555";
 const CODE: &str = "margin:0 0 16px;font-size:32px;font-weight:bold;letter-spacing:6px;\
                     font-family:ui-monospace,Menlo,Consolas,monospace";
+const BRAND: &str = "margin:0 0 20px;font-size:18px;font-weight:bold";
 const BUTTON: &str = "display:inline-block;padding:10px 20px;background:#1a56db;color:#ffffff;\
                       text-decoration:none;border-radius:6px;font-weight:bold";
 
-/// A whole HTML document around `body` (already escaped), titled with `title` (escaped here).
-fn page(title: &str, body: &str) -> String {
+/// A whole HTML document around `body` (already escaped), titled with `title` (escaped here),
+/// starting with the product name when there is one.
+fn page(brand: &Branding, title: &str, body: &str) -> String {
+    let name = brand.name.as_deref().map_or(String::new(), |n| {
+        format!("<p style=\"{BRAND}\">{}</p>\n", escape(n))
+    });
     format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width\"><title>{title}</title></head>\n\
          <body style=\"margin:0;padding:24px;background:#f4f4f5;color:#18181b;\
          font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif\">\n\
          <div style=\"max-width:480px;margin:0 auto;padding:24px;background:#ffffff;\
-         border-radius:8px\">\n{body}\n</div>\n</body></html>\n",
+         border-radius:8px\">\n{name}{body}\n</div>\n</body></html>\n",
         title = escape(title),
     )
 }
@@ -130,6 +169,17 @@ mod tests {
     use super::*;
 
     const HOSTILE: &str = "\"><script>alert('x')</script>&amp;<img src=x onerror=y>";
+
+    fn plain() -> Branding {
+        Branding::default()
+    }
+
+    fn named(name: &str) -> Branding {
+        Branding {
+            name: Some(name.into()),
+            ..Branding::default()
+        }
+    }
 
     fn assert_no_raw_markup(html: &str) {
         assert!(!html.contains("<script"), "{html}");
@@ -148,13 +198,13 @@ mod tests {
 
     #[test]
     fn every_interpolated_value_is_escaped() {
-        let (_, _, html) = code(CodePurpose::Login, HOSTILE, 10);
+        let (_, _, html) = code(&named(HOSTILE), CodePurpose::Login, HOSTILE, 10, None);
         assert_no_raw_markup(&html);
         assert!(
             html.contains("&quot;&gt;&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;amp;")
         );
 
-        let (_, text, html) = magic_link(HOSTILE, 15);
+        let (_, text, html) = magic_link(&named(HOSTILE), HOSTILE, 15);
         assert_no_raw_markup(&html);
         assert!(html.contains("href=\"&quot;&gt;&lt;script&gt;"), "{html}");
         assert!(
@@ -162,7 +212,7 @@ mod tests {
             "the text body carries the value as is"
         );
 
-        let (_, text, html) = account_exists_notice(HOSTILE);
+        let (_, text, html) = account_exists_notice(&named(HOSTILE), HOSTILE);
         assert_no_raw_markup(&html);
         assert!(text.contains(HOSTILE));
     }
@@ -170,7 +220,7 @@ mod tests {
     #[test]
     fn code_mail_shows_the_code_and_its_validity() {
         for purpose in CodePurpose::ALL {
-            let (subject, text, html) = code(purpose, "042917", 10);
+            let (subject, text, html) = code(&plain(), purpose, "042917", 10, None);
             assert!(!subject.is_empty());
             assert!(
                 !subject.contains("042917"),
@@ -182,9 +232,9 @@ mod tests {
             assert!(html.contains("expires in 10 minutes"), "{html}");
             assert!(html.starts_with("<!DOCTYPE html>"));
         }
-        let (_, text, _) = code(CodePurpose::Login, "000001", 1);
+        let (_, text, _) = code(&plain(), CodePurpose::Login, "000001", 1, None);
         assert!(text.contains("expires in 1 minute."), "{text}");
-        let subjects = CodePurpose::ALL.map(|p| code(p, "123456", 10).0);
+        let subjects = CodePurpose::ALL.map(|p| code(&plain(), p, "123456", 10, None).0);
         assert_ne!(subjects[0], subjects[1]);
         assert_ne!(subjects[1], subjects[2]);
         assert_ne!(subjects[0], subjects[2]);
@@ -193,7 +243,7 @@ mod tests {
     #[test]
     fn magic_link_keeps_query_strings_working() {
         let url = "https://gw.example.com/auth/magic/abc_DEF-123?return_to=%2Fapp&x=1";
-        let (_, text, html) = magic_link(url, 15);
+        let (_, text, html) = magic_link(&plain(), url, 15);
         assert!(text.contains(url), "{text}");
         assert!(
             html.contains(
@@ -208,9 +258,9 @@ mod tests {
     fn no_external_assets_or_scripts() {
         let url = "https://gw.example.com/auth/login";
         for (_, _, html) in [
-            code(CodePurpose::PasswordReset, "123456", 10),
-            magic_link(url, 15),
-            account_exists_notice(url),
+            code(&plain(), CodePurpose::PasswordReset, "123456", 10, None),
+            magic_link(&plain(), url, 15),
+            account_exists_notice(&named("Acme"), url),
         ] {
             for banned in [
                 "<img", "<script", "<link", "<style", "src=", "url(", "@import",
@@ -224,9 +274,66 @@ mod tests {
 
     #[test]
     fn account_exists_notice_links_to_sign_in() {
-        let (subject, text, html) = account_exists_notice("https://gw.example.com/auth/login");
+        let (subject, text, html) =
+            account_exists_notice(&plain(), "https://gw.example.com/auth/login");
         assert_eq!(subject, "You already have an account");
         assert!(text.contains("https://gw.example.com/auth/login"));
         assert!(html.contains("href=\"https://gw.example.com/auth/login\""));
+    }
+
+    #[test]
+    fn the_product_name_is_in_every_subject_and_at_the_top() {
+        let brand = named("Acme Cloud");
+        let url = "https://gw.example.com/auth/login";
+        let mails = [
+            code(&brand, CodePurpose::Login, "123456", 10, None),
+            code(&brand, CodePurpose::VerifyEmail, "123456", 10, None),
+            code(&brand, CodePurpose::PasswordReset, "123456", 10, None),
+            magic_link(&brand, url, 15),
+            account_exists_notice(&brand, url),
+        ];
+        let subjects: Vec<&str> = mails.iter().map(|m| m.0.as_str()).collect();
+        assert_eq!(
+            subjects,
+            [
+                "Your sign-in code for Acme Cloud",
+                "Verify your email address for Acme Cloud",
+                "Your password reset code for Acme Cloud",
+                "Your sign-in link for Acme Cloud",
+                "You already have an account with Acme Cloud",
+            ]
+        );
+        for (subject, _, html) in &mails {
+            assert!(html.contains(">Acme Cloud</p>"), "{html}");
+            assert!(
+                html.contains(&format!("<title>{subject}</title>")),
+                "{html}"
+            );
+        }
+        let (_, _, html) = code(&plain(), CodePurpose::Login, "123456", 10, None);
+        assert!(
+            !html.contains("font-size:18px;font-weight:bold"),
+            "no name, no header"
+        );
+    }
+
+    #[test]
+    fn a_verification_code_says_where_to_enter_it_and_the_url_never_holds_the_code() {
+        let url =
+            "https://gw.example.com/auth/register/confirm?email=a%40example.com&return_to=%2F";
+        let (_, text, html) = code(&plain(), CodePurpose::VerifyEmail, "314159", 10, Some(url));
+        assert!(text.contains(&format!("or here:\n{url}\n")), "{text}");
+        assert!(
+            html.contains(
+                "href=\"https://gw.example.com/auth/register/confirm?email=a%40example.com&amp;return_to=%2F\""
+            ),
+            "{html}"
+        );
+        assert!(!url.contains("314159"));
+        assert_eq!(html.matches("href=").count(), 1);
+        let (_, hostile, _) = code(&plain(), CodePurpose::VerifyEmail, "1", 1, Some(HOSTILE));
+        assert!(hostile.contains(HOSTILE), "text keeps it as is");
+        let (_, _, html) = code(&plain(), CodePurpose::VerifyEmail, "1", 1, Some(HOSTILE));
+        assert_no_raw_markup(&html);
     }
 }

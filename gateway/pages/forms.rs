@@ -7,10 +7,14 @@ use http::{HeaderMap, Request, Response, header};
 use hyper::body::Incoming;
 
 use super::{
-    Message, OTP_PAGE, RESET_CONFIRM_PAGE, html, login_page, otp_page, query, reset_confirm_page,
-    reset_request_page, see_other,
+    MAGIC_SENT_PAGE, Message, OTP_PAGE, RESET_CONFIRM_PAGE, VERIFY_EMAIL_PAGE, html, login_page,
+    otp_page, query, register_page, reset_confirm_page, reset_request_page, see_other,
+    verify_email_page,
 };
-use crate::endpoints::flows::{self, OtpRequestInput, OtpVerifyInput, ResetInput, Verified};
+use crate::config::Branding;
+use crate::endpoints::flows::{
+    self, MagicRequestInput, OtpRequestInput, OtpVerifyInput, RegisterInput, ResetInput, Verified,
+};
 use crate::endpoints::{self, require_same_origin, session_meta};
 use crate::error::HttpError;
 use crate::proxy::{self, Body, Ctx, Gateway};
@@ -69,9 +73,11 @@ pub async fn read(req: Request<Incoming>) -> Result<Form, HttpError> {
     Ok(Form::parse(&bytes))
 }
 
-/// The page again after a failed post: the error's status, its public message and its
-/// `Retry-After`; the internal cause, if any, goes to the log only.
+/// The page again after a failed post: the error's status, its public message (a rate limit
+/// says how long to wait) and its `Retry-After`; the internal cause, if any, goes to the log
+/// only.
 pub fn failed(
+    brand: &Branding,
     ctx: &Ctx,
     e: HttpError,
     render: impl FnOnce(Message<'_>) -> String,
@@ -81,7 +87,7 @@ pub fn failed(
     }
     let text = e.to_string();
     let json = e.into_response();
-    let mut resp = html(json.status(), render(Message::Error(&text)));
+    let mut resp = html(brand, json.status(), render(Message::Error(&text)));
     if let Some(after) = json.headers().get(header::RETRY_AFTER) {
         resp.headers_mut()
             .insert(header::RETRY_AFTER, after.clone());
@@ -98,80 +104,117 @@ pub fn signed_in(gw: &Gateway, location: &str, session: &NewSession) -> Response
 }
 
 /// The CSRF check ([`check_origin`]), then the form.
+///
+/// [`check_origin`]: crate::endpoints::check_origin
 async fn checked_form(gw: &Gateway, req: Request<Incoming>) -> Result<Form, HttpError> {
     require_same_origin(gw, req.headers())?;
     read(req).await
+}
+
+/// `path?email=…&return_to=…`, the pages that follow an emailed code or link.
+fn page_for(path: &str, email: &str, return_to: &str) -> String {
+    format!(
+        "{path}?{}",
+        query(&[("email", email), ("return_to", return_to)])
+    )
+}
+
+/// The address as the flows store it, or as typed when it is malformed (then only shown).
+fn shown_email(email: &str) -> String {
+    flows::email_of(email).unwrap_or_else(|_| email.to_string())
 }
 
 /// `POST /auth/login` as a form (`email`, `password`, `return_to`): `303` to
 /// `safe_return_to(return_to)` with the session cookie, or the sign-in page again with 401
 /// and the same message whatever was wrong.
 pub async fn login(gw: &Gateway, req: Request<Incoming>, ctx: &mut Ctx) -> Response<Body> {
+    let brand = &gw.config.branding;
     let headers = req.headers().clone();
     let form = match checked_form(gw, req).await {
         Ok(form) => form,
-        Err(e) => return failed(ctx, e, |m| login_page("/", "", m)),
+        Err(e) => return failed(brand, ctx, e, |m| login_page(brand, "/", "", m)),
     };
     let return_to = safe_return_to(form.field("return_to"));
     let email = form.get("email");
     match endpoints::password_login(gw, &headers, ctx, email, form.get("password"), None).await {
         Ok((_, session)) => signed_in(gw, &return_to, &session),
-        Err(e) => failed(ctx, e, |m| login_page(&return_to, email, m)),
+        Err(e) => failed(brand, ctx, e, |m| login_page(brand, &return_to, email, m)),
+    }
+}
+
+/// `POST /auth/register` as a form (`email`, `password`, `return_to`): `303` to the
+/// verification page, whether the address was free or taken (the core,
+/// [`flows::do_register`], does the same work either way); a malformed email, a weak password
+/// or a rate limit shows the form again.
+pub async fn register(gw: &Gateway, req: Request<Incoming>, ctx: &mut Ctx) -> Response<Body> {
+    let brand = &gw.config.branding;
+    let form = match checked_form(gw, req).await {
+        Ok(form) => form,
+        Err(e) => return failed(brand, ctx, e, |m| register_page(brand, "", "/", m)),
+    };
+    let email = form.get("email");
+    let return_to = safe_return_to(form.field("return_to"));
+    let input = RegisterInput {
+        email: email.to_string(),
+        password: form.get("password").to_string(),
+    };
+    match flows::do_register(gw, ctx, input).await {
+        Ok(()) => see_other(&page_for(
+            VERIFY_EMAIL_PAGE,
+            &shown_email(email),
+            &return_to,
+        )),
+        Err(e) => failed(brand, ctx, e, |m| {
+            register_page(brand, email, &return_to, m)
+        }),
     }
 }
 
 /// `POST /auth/otp/request` as a form (`email`, `purpose`, `return_to`): `303` to the code
-/// entry page (purpose `login`) or the reset form (`password_reset`), whether or not the
-/// address has an account; a malformed email or a rate limit shows the page again.
+/// entry page (purpose `login`), the verification page (`verify_email`) or the reset form
+/// (`password_reset`), whether or not the address has an account; a malformed email or a
+/// rate limit shows the page again.
 pub async fn otp_request(gw: &Gateway, req: Request<Incoming>, ctx: &mut Ctx) -> Response<Body> {
+    let brand = &gw.config.branding;
     let form = match checked_form(gw, req).await {
         Ok(form) => form,
-        Err(e) => return failed(ctx, e, |m| login_page("/", "", m)),
+        Err(e) => return failed(brand, ctx, e, |m| login_page(brand, "/", "", m)),
     };
     let (email, purpose) = (form.get("email"), form.get("purpose"));
     let return_to = safe_return_to(form.field("return_to"));
-    let reset = purpose == "password_reset";
-    let render = |m: Message<'_>| {
-        if reset {
-            reset_request_page(email, m)
-        } else {
-            login_page(&return_to, email, m)
-        }
+    let render = |m: Message<'_>| match purpose {
+        "password_reset" => reset_request_page(brand, email, m),
+        "verify_email" => verify_email_page(brand, email, &return_to, m),
+        _ => login_page(brand, &return_to, email, m),
     };
-    if !matches!(purpose, "login" | "password_reset") {
-        let e = HttpError::BadRequest("this form asks for a sign-in or a reset code".into());
-        return failed(ctx, e, render);
-    }
     let input = OtpRequestInput {
         email: email.to_string(),
         purpose: purpose.to_string(),
     };
     if let Err(e) = flows::do_otp_request(gw, ctx, input).await {
-        return failed(ctx, e, render);
+        return failed(brand, ctx, e, render);
     }
-    let email = flows::email_of(email).unwrap_or_else(|_| email.to_string());
-    if reset {
-        see_other(&format!(
+    let email = shown_email(email);
+    match purpose {
+        "password_reset" => see_other(&format!(
             "{RESET_CONFIRM_PAGE}?{}",
             query(&[("email", &email)])
-        ))
-    } else {
-        see_other(&format!(
-            "{OTP_PAGE}?{}",
-            query(&[("email", &email), ("return_to", &return_to)])
-        ))
+        )),
+        "verify_email" => see_other(&page_for(VERIFY_EMAIL_PAGE, &email, &return_to)),
+        _ => see_other(&page_for(OTP_PAGE, &email, &return_to)),
     }
 }
 
-/// `POST /auth/otp/verify` as a form (`email`, `code`, `purpose`, `return_to`): a `login`
-/// code answers `303` to `safe_return_to(return_to)` with the session cookie; a
-/// `verify_email` code answers `303` to the sign-in page. A wrong, expired or used code shows
-/// the code page again with 401.
+/// `POST /auth/otp/verify` as a form (`email`, `code`, `purpose`, `return_to`): a good
+/// `login` code, or a good `verify_email` code (which proves the same mailbox), answers `303`
+/// to `safe_return_to(return_to)` with the session cookie. A wrong, expired or used code
+/// shows its page again with 401.
 pub async fn otp_verify(gw: &Gateway, req: Request<Incoming>, ctx: &mut Ctx) -> Response<Body> {
+    let brand = &gw.config.branding;
     let headers = req.headers().clone();
     let form = match checked_form(gw, req).await {
         Ok(form) => form,
-        Err(e) => return failed(ctx, e, |m| login_page("/", "", m)),
+        Err(e) => return failed(brand, ctx, e, |m| login_page(brand, "/", "", m)),
     };
     let email = form.get("email");
     let return_to = safe_return_to(form.field("return_to"));
@@ -182,25 +225,49 @@ pub async fn otp_verify(gw: &Gateway, req: Request<Incoming>, ctx: &mut Ctx) -> 
         device_label: None,
     };
     let outcome = async {
-        match flows::do_otp_verify(gw, ctx, &input).await? {
-            Verified::Login(user) => {
-                let meta = session_meta(&headers, ctx, None);
-                let session = gw.sessions.create(&user.id, &meta).await?;
-                Ok::<_, HttpError>(signed_in(gw, &return_to, &session))
-            }
-            Verified::EmailVerified(_) => Ok(see_other("/auth/login?notice=email_verified")),
-        }
+        let (Verified::Login(user) | Verified::EmailVerified(user)) =
+            flows::do_otp_verify(gw, ctx, &input).await?;
+        let meta = session_meta(&headers, ctx, None);
+        let session = gw.sessions.create(&user.id, &meta).await?;
+        Ok::<_, HttpError>(signed_in(gw, &return_to, &session))
     }
     .await;
-    outcome.unwrap_or_else(|e| failed(ctx, e, |m| otp_page(email, &return_to, m)))
+    outcome.unwrap_or_else(|e| {
+        failed(brand, ctx, e, |m| match input.purpose.as_str() {
+            "verify_email" => verify_email_page(brand, email, &return_to, m),
+            _ => otp_page(brand, email, &return_to, m),
+        })
+    })
+}
+
+/// `POST /auth/magic/request` as a form (`email`, `return_to`; the sign-in page's "email me a
+/// link" button): `303` to the "check your email" page whether or not the address has an
+/// account; a malformed email or a rate limit shows the sign-in page again.
+pub async fn magic_request(gw: &Gateway, req: Request<Incoming>, ctx: &mut Ctx) -> Response<Body> {
+    let brand = &gw.config.branding;
+    let form = match checked_form(gw, req).await {
+        Ok(form) => form,
+        Err(e) => return failed(brand, ctx, e, |m| login_page(brand, "/", "", m)),
+    };
+    let email = form.get("email");
+    let return_to = safe_return_to(form.field("return_to"));
+    let input = MagicRequestInput {
+        email: email.to_string(),
+        return_to: Some(return_to.clone()),
+    };
+    match flows::do_magic_request(gw, ctx, input).await {
+        Ok(()) => see_other(&page_for(MAGIC_SENT_PAGE, &shown_email(email), &return_to)),
+        Err(e) => failed(brand, ctx, e, |m| login_page(brand, &return_to, email, m)),
+    }
 }
 
 /// `POST /auth/password/reset` as a form (`email`, `code`, `new_password`): `303` to the
 /// sign-in page with a notice; any failure shows the reset form again.
 pub async fn password_reset(gw: &Gateway, req: Request<Incoming>, ctx: &mut Ctx) -> Response<Body> {
+    let brand = &gw.config.branding;
     let form = match checked_form(gw, req).await {
         Ok(form) => form,
-        Err(e) => return failed(ctx, e, |m| reset_confirm_page("", m)),
+        Err(e) => return failed(brand, ctx, e, |m| reset_confirm_page(brand, "", m)),
     };
     let email = form.get("email");
     let input = ResetInput {
@@ -210,7 +277,7 @@ pub async fn password_reset(gw: &Gateway, req: Request<Incoming>, ctx: &mut Ctx)
     };
     match flows::do_password_reset(gw, ctx, &input).await {
         Ok(_) => see_other("/auth/login?notice=password_reset"),
-        Err(e) => failed(ctx, e, |m| reset_confirm_page(email, m)),
+        Err(e) => failed(brand, ctx, e, |m| reset_confirm_page(brand, email, m)),
     }
 }
 
@@ -260,8 +327,9 @@ mod tests {
             user_id: None,
             client_ip: std::net::Ipv4Addr::LOCALHOST.into(),
         };
-        let resp = failed(&ctx, HttpError::InvalidCredentials, |m| {
-            login_page("/x", "a@example.com", m)
+        let brand = Branding::default();
+        let resp = failed(&brand, &ctx, HttpError::InvalidCredentials, |m| {
+            login_page(&brand, "/x", "a@example.com", m)
         });
         assert_eq!(resp.status(), http::StatusCode::UNAUTHORIZED);
         assert_eq!(
@@ -269,9 +337,19 @@ mod tests {
             "text/html; charset=utf-8"
         );
         let resp = failed(
+            &brand,
             &ctx,
             HttpError::RateLimited(std::time::Duration::from_secs(30)),
-            |m| login_page("/", "", m),
+            |m| {
+                assert!(
+                    matches!(
+                        m,
+                        Message::Error("too many attempts; try again in 30 seconds")
+                    ),
+                    "{m:?}"
+                );
+                login_page(&brand, "/", "", m)
+            },
         );
         assert_eq!(resp.status(), http::StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(resp.headers()[header::RETRY_AFTER], "30");

@@ -109,3 +109,22 @@ pub fn run(args: &NetemArgs, stop: &Arc<AtomicBool>) -> anyhow::Result<Counts> {
     }
     Ok(counts)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loss_and_delay_are_bounded() {
+        let args = |delay: u64, loss: f64| NetemArgs {
+            queue: 0,
+            delay: Duration::from_millis(delay),
+            loss,
+        };
+        assert!(args(50, 5.0).validate().is_ok());
+        assert!(args(50, 0.0).validate().is_ok());
+        assert!(args(50, 100.5).validate().is_err());
+        assert!(args(50, -1.0).validate().is_err());
+        assert!(args(10_001, 5.0).validate().is_err());
+    }
+}

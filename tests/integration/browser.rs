@@ -1,8 +1,11 @@
 //! The login pages in a real browser: headless Chromium, through chromedriver, signs in by
-//! password, by emailed code (received by a real SMTP server) and by magic link, resets a
-//! password, and lands on the proxied `return_to` page, whose body is the echo upstream's view
-//! of the request, `x-user-id` included. Then the same pages and form posts without a browser,
-//! as a hostile client sends them: open redirects, cross-origin posts, enumeration.
+//! password, by emailed code (received by a real SMTP server) and by magic link (mailed from
+//! the sign-in page's form or the API), signs up and confirms the address with the mailed code
+//! (read by the in-process SMTP sink), resets a password, and lands on the proxied `return_to`
+//! page, whose body is the echo upstream's view of the request, `x-user-id` included; after
+//! signing out, the back button shows no private page. Then the same pages and form posts
+//! without a browser, as a hostile client sends them: open redirects, cross-origin posts,
+//! enumeration.
 //!
 //! The gateway listens on a port picked before it starts so that `server.public_url` is
 //! exactly the origin the browser sends in `Origin` (the form posts' CSRF check). Plain HTTP on
@@ -16,7 +19,7 @@ use std::time::Duration;
 use fantoccini::{Client, Locator};
 
 use crate::support::http;
-use crate::support::smtp::{SmtpSink, free_port};
+use crate::support::smtp::{CodeSink, SmtpSink, free_port};
 use crate::support::webdriver::{
     Browser, PAGE_TIMEOUT, body_text, click, fill, screenshot, wait_for_path,
 };
@@ -40,6 +43,37 @@ async fn gateway_for_browser(db: &TestDb, env: &[(&str, &str)]) -> (TestGateway,
         builder = builder.env(k, v);
     }
     (builder.start().await, origin)
+}
+
+/// [`gateway_for_browser`] mailing through the SMTP server at `smtp_url`; `env` adds settings.
+async fn mailing_gateway_for_browser(
+    db: &TestDb,
+    smtp_url: &str,
+    env: &[(&str, &str)],
+) -> (TestGateway, String) {
+    let mut all = vec![
+        ("GATEWAY_MAIL__TRANSPORT", "smtp"),
+        ("GATEWAY_MAIL__SMTP_URL", smtp_url),
+    ];
+    all.extend_from_slice(env);
+    gateway_for_browser(db, &all).await
+}
+
+/// The magic link to `origin` in a mail's text.
+fn magic_link_in(text: &str, origin: &str) -> String {
+    let prefix = format!("{origin}/auth/magic/");
+    let start = text
+        .find(&prefix)
+        .unwrap_or_else(|| panic!("no link to {prefix} in {text}"));
+    text[start..]
+        .chars()
+        .take_while(|c| !c.is_whitespace() && *c != '>' && *c != '"')
+        .collect()
+}
+
+/// A six-digit code that is not `code`.
+fn wrong_code(code: &str) -> &'static str {
+    if code == "000000" { "111111" } else { "000000" }
 }
 
 /// The JSON the echo upstream answered, as the browser shows it.
@@ -67,6 +101,15 @@ async fn wait_for_text(client: &Client, needle: &str) -> String {
     }
 }
 
+/// Opens the protected page without a session: the gateway sends the browser to sign in.
+async fn open_protected_page(client: &Client, origin: &str) {
+    client
+        .goto(&format!("{origin}{PROTECTED}"))
+        .await
+        .expect("open");
+    wait_for_path(client, LOGIN_FOR_PROTECTED).await;
+}
+
 /// Lands on the protected page with the identity the echo upstream saw.
 async fn assert_on_protected_page_as(client: &Client, user_id: &str) {
     wait_for_path(client, PROTECTED).await;
@@ -92,11 +135,7 @@ async fn password_login_in_a_browser_lands_on_return_to() {
     let client = browser.client.clone();
     browser
         .run(async move {
-            client
-                .goto(&format!("{origin}{PROTECTED}"))
-                .await
-                .expect("open");
-            wait_for_path(&client, LOGIN_FOR_PROTECTED).await;
+            open_protected_page(&client, &origin).await;
             let shot = screenshot(&client, "login").await;
             eprintln!("screenshot: {}", shot.display());
 
@@ -127,11 +166,7 @@ async fn password_login_in_a_browser_lands_on_return_to() {
             click(&client, "#logout button").await;
             wait_for_path(&client, "/auth/login?notice=signed_out").await;
             wait_for_text(&client, "You are signed out.").await;
-            client
-                .goto(&format!("{origin}{PROTECTED}"))
-                .await
-                .expect("open");
-            wait_for_path(&client, LOGIN_FOR_PROTECTED).await;
+            open_protected_page(&client, &origin).await;
         })
         .await;
 }
@@ -160,25 +195,13 @@ async fn code_login_in_a_browser_lands_on_return_to() {
     };
     let db = TestDb::new().await;
     let id = user(&db, "bob@example.com", PASSWORD, &[]).await;
-    let smtp_url = sink.url();
-    let (_gw, origin) = gateway_for_browser(
-        &db,
-        &[
-            ("GATEWAY_MAIL__TRANSPORT", "smtp"),
-            ("GATEWAY_MAIL__SMTP_URL", &smtp_url),
-        ],
-    )
-    .await;
+    let (_gw, origin) = mailing_gateway_for_browser(&db, &sink.url(), &[]).await;
     let client = browser.client.clone();
     browser
         .run(async move {
-            client
-                .goto(&format!("{origin}{PROTECTED}"))
-                .await
-                .expect("open");
-            wait_for_path(&client, LOGIN_FOR_PROTECTED).await;
+            open_protected_page(&client, &origin).await;
             fill(&client, "#code-email", "bob@example.com").await;
-            click(&client, "#code-login button").await;
+            click(&client, "#send-code").await;
             wait_for_path(
                 &client,
                 "/auth/otp?email=bob%40example.com&return_to=%2Fapp%2Fpage%3Fx%3D1",
@@ -196,8 +219,7 @@ async fn code_login_in_a_browser_lands_on_return_to() {
                 .unwrap_or_else(|| panic!("no code in {}", mail.text))
                 .to_string();
 
-            let wrong = if code == "000000" { "111111" } else { "000000" };
-            fill(&client, "#code", wrong).await;
+            fill(&client, "#code", wrong_code(&code)).await;
             click(&client, "#code-verify button").await;
             wait_for_text(&client, "The code is wrong or has expired.").await;
             fill(&client, "#code", &code).await;
@@ -217,15 +239,7 @@ async fn password_reset_in_a_browser_then_sign_in_with_the_new_password() {
     };
     let db = TestDb::new().await;
     let id = user(&db, "carol@example.com", PASSWORD, &[]).await;
-    let smtp_url = sink.url();
-    let (_gw, origin) = gateway_for_browser(
-        &db,
-        &[
-            ("GATEWAY_MAIL__TRANSPORT", "smtp"),
-            ("GATEWAY_MAIL__SMTP_URL", &smtp_url),
-        ],
-    )
-    .await;
+    let (_gw, origin) = mailing_gateway_for_browser(&db, &sink.url(), &[]).await;
     let client = browser.client.clone();
     browser
         .run(async move {
@@ -274,15 +288,7 @@ async fn magic_link_in_a_browser_confirms_then_lands_on_return_to() {
     };
     let db = TestDb::new().await;
     let id = user(&db, "ivy@example.com", PASSWORD, &[]).await;
-    let smtp_url = sink.url();
-    let (gw, origin) = gateway_for_browser(
-        &db,
-        &[
-            ("GATEWAY_MAIL__TRANSPORT", "smtp"),
-            ("GATEWAY_MAIL__SMTP_URL", &smtp_url),
-        ],
-    )
-    .await;
+    let (gw, origin) = mailing_gateway_for_browser(&db, &sink.url(), &[]).await;
     let asked = http::post_json(
         gw.addr,
         "/auth/magic/request",
@@ -295,15 +301,7 @@ async fn magic_link_in_a_browser_confirms_then_lands_on_return_to() {
         .next_message(Duration::from_secs(30))
         .await
         .expect("the magic link by mail");
-    let prefix = format!("{origin}/auth/magic/");
-    let start = mail
-        .text
-        .find(&prefix)
-        .unwrap_or_else(|| panic!("no link to {prefix} in {}", mail.text));
-    let link: String = mail.text[start..]
-        .chars()
-        .take_while(|c| !c.is_whitespace() && *c != '>' && *c != '"')
-        .collect();
+    let link = magic_link_in(&mail.text, &origin);
     let client = browser.client.clone();
     browser
         .run(async move {
@@ -315,7 +313,162 @@ async fn magic_link_in_a_browser_confirms_then_lands_on_return_to() {
 
             client.goto(&link).await.expect("open the link again");
             click(&client, "#magic-confirm button").await;
+            let page =
+                wait_for_text(&client, "This sign-in link has expired or was already used").await;
+            assert!(
+                !page.contains("code is wrong"),
+                "a link is not a code: {page}"
+            );
+        })
+        .await;
+}
+
+/// Sign-up as a person does it: "Create an account" on the sign-in page that a protected page
+/// sent them to, the verification page, the code from the mail (read by the in-process SMTP
+/// sink), a wrong code first, then signed in on the page they first asked for.
+#[tokio::test]
+async fn sign_up_in_a_browser_confirms_the_code_then_lands_on_return_to() {
+    let Some(browser) = Browser::launch("sign_up_in_a_browser").await else {
+        return;
+    };
+    let sink = CodeSink::start().await;
+    let db = TestDb::new().await;
+    let (_gw, origin) = mailing_gateway_for_browser(
+        &db,
+        &sink.url(),
+        &[
+            ("GATEWAY_BRANDING__NAME", "Acme Cloud"),
+            ("GATEWAY_BRANDING__ACCENT_COLOR", "#0b6e4f"),
+        ],
+    )
+    .await;
+    let client = browser.client.clone();
+    let pool = db.pool().clone();
+    browser
+        .run(async move {
+            open_protected_page(&client, &origin).await;
+            click(&client, "#create-account").await;
+            wait_for_path(&client, "/auth/register?return_to=%2Fapp%2Fpage%3Fx%3D1").await;
+            assert_eq!(
+                client.title().await.expect("title"),
+                "Create an account · Acme Cloud"
+            );
+            wait_for_text(&client, "Acme Cloud").await;
+            screenshot(&client, "register").await;
+            fill(&client, "#email", "Newbie@Example.com").await;
+            fill(&client, "#password", "a brand new passphrase, 42 times").await;
+            click(&client, "#register button").await;
+            wait_for_path(
+                &client,
+                "/auth/register/confirm?email=newbie%40example.com&return_to=%2Fapp%2Fpage%3Fx%3D1",
+            )
+            .await;
+            wait_for_text(&client, "We sent a 6-digit code to newbie@example.com").await;
+            screenshot(&client, "verify-email").await;
+
+            let code = sink
+                .code_for("newbie@example.com", Duration::from_secs(30))
+                .await
+                .expect("the verification code by mail");
+            let user = gateway::users::find_by_email(&pool, "newbie@example.com")
+                .await
+                .expect("query")
+                .expect("the account exists");
+            assert!(!user.email_verified);
+
+            fill(&client, "#code", wrong_code(&code)).await;
+            click(&client, "#verify-email button").await;
             wait_for_text(&client, "The code is wrong or has expired.").await;
+            client
+                .find(Locator::Css("#verify-email"))
+                .await
+                .expect("still the verification page after a wrong code");
+            fill(&client, "#code", &code).await;
+            click(&client, "#verify-email button").await;
+            assert_on_protected_page_as(&client, &user.id).await;
+            let user = gateway::users::find_by_email(&pool, "newbie@example.com")
+                .await
+                .expect("query")
+                .expect("the account");
+            assert!(user.email_verified, "the code verified the address");
+        })
+        .await;
+}
+
+/// The sign-in page's "Email me a link": the "check your email" page, then the mailed link
+/// signs in on the page first asked for; used again, it says *link*.
+#[tokio::test]
+async fn magic_link_request_form_in_a_browser_mails_a_link_that_signs_in() {
+    let Some(sink) = SmtpSink::start().await else {
+        return;
+    };
+    let Some(browser) = Browser::launch("magic_link_request_form_in_a_browser").await else {
+        return;
+    };
+    let db = TestDb::new().await;
+    let id = user(&db, "jo@example.com", PASSWORD, &[]).await;
+    let (_gw, origin) = mailing_gateway_for_browser(&db, &sink.url(), &[]).await;
+    let client = browser.client.clone();
+    browser
+        .run(async move {
+            open_protected_page(&client, &origin).await;
+            fill(&client, "#code-email", "jo@example.com").await;
+            click(&client, "#send-link").await;
+            wait_for_path(
+                &client,
+                "/auth/magic?email=jo%40example.com&return_to=%2Fapp%2Fpage%3Fx%3D1",
+            )
+            .await;
+            wait_for_text(&client, "we sent it a sign-in link").await;
+            screenshot(&client, "magic-sent").await;
+
+            let mail = sink
+                .next_message(Duration::from_secs(30))
+                .await
+                .expect("the magic link by mail");
+            let link = magic_link_in(&mail.text, &origin);
+            client.goto(&link).await.expect("open the link");
+            click(&client, "#magic-confirm button").await;
+            assert_on_protected_page_as(&client, &id).await;
+
+            client.goto(&link).await.expect("open the link again");
+            click(&client, "#magic-confirm button").await;
+            wait_for_text(&client, "This sign-in link has expired or was already used").await;
+        })
+        .await;
+}
+
+/// After signing out, the back button shows neither the gateway's "signed in as" page nor the
+/// proxied page: the gateway's pages are `no-store` and the sign-out answer clears the cache.
+#[tokio::test]
+async fn after_sign_out_the_back_button_shows_no_private_page() {
+    let Some(browser) = Browser::launch("after_sign_out_the_back_button").await else {
+        return;
+    };
+    let db = TestDb::new().await;
+    let id = user(&db, "kim@example.com", PASSWORD, &[]).await;
+    let (_gw, origin) = gateway_for_browser(&db, &[]).await;
+    let client = browser.client.clone();
+    browser
+        .run(async move {
+            open_protected_page(&client, &origin).await;
+            fill(&client, "#email", "kim@example.com").await;
+            fill(&client, "#password", PASSWORD).await;
+            click(&client, "#password-login button").await;
+            assert_on_protected_page_as(&client, &id).await;
+            client.goto(&format!("{origin}/auth/")).await.expect("open");
+            wait_for_text(&client, "Signed in as kim@example.com").await;
+            click(&client, "#logout button").await;
+            wait_for_path(&client, "/auth/login?notice=signed_out").await;
+
+            client.back().await.expect("back");
+            wait_for_path(&client, "/auth/login?return_to=%2Fauth%2F").await;
+            let page = body_text(&client).await;
+            assert!(!page.contains("kim@example.com"), "{page}");
+            client.back().await.expect("back again");
+            wait_for_path(&client, LOGIN_FOR_PROTECTED).await;
+            let page = body_text(&client).await;
+            assert!(!page.contains(&id), "the proxied page came back: {page}");
         })
         .await;
 }
@@ -361,6 +514,9 @@ async fn pages_carry_the_security_headers_and_no_script() {
         "/auth/reset",
         "/auth/reset/confirm?email=a%40example.com",
         "/auth/logout",
+        "/auth/register?return_to=%2Fapp",
+        "/auth/register/confirm?email=a%40example.com&return_to=%2Fapp",
+        "/auth/magic?email=a%40example.com&return_to=%2Fapp",
     ] {
         let resp = http::get(gw.addr, target).send().await;
         assert_eq!(resp.status, 200, "{target}: {}", resp.body);
@@ -592,7 +748,20 @@ async fn code_request_form_answers_the_same_for_unknown_emails() {
             Some(format!("/auth/reset/confirm?email={encoded}"))
         );
     }
-    let resp = request("gina@example.com", "verify_email").await;
+    for (email, encoded) in [
+        ("gina@example.com", "gina%40example.com"),
+        ("nobody@example.com", "nobody%40example.com"),
+    ] {
+        let resp = request(email, "verify_email").await;
+        assert_eq!(resp.status, 303, "{email}: {}", resp.body);
+        assert_eq!(
+            resp.header("location").map(str::to_string),
+            Some(format!(
+                "/auth/register/confirm?email={encoded}&return_to=%2Fapp%3Fx%3D1"
+            ))
+        );
+    }
+    let resp = request("gina@example.com", "nonsense").await;
     assert_eq!(resp.status, 400, "{}", resp.body);
     let malformed = request("not an email", "login").await;
     assert_eq!(malformed.status, 400);

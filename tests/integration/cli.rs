@@ -593,6 +593,7 @@ async fn check_config_reports_every_problem_with_its_key() {
         [server]
         listen = "nowhere"
         tls_cert = "cert.pem"
+        hsts_max_age = "a year"
         [sessions]
         cache_ttl = "soon"
         [auth]
@@ -613,6 +614,7 @@ async fn check_config_reports_every_problem_with_its_key() {
     for key in [
         "server.listen",
         "server.tls_key",
+        "server.hsts_max_age",
         "sessions.cache_ttl",
         "auth.bcrypt_cost",
         "auth.secret",

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use gateway::config::{Mail, MailTransport};
+use gateway::config::{Branding, Mail, MailTransport};
 use gateway::mail::{CodePurpose, MailError, Mailer, Message, compose};
 use tokio::net::TcpListener;
 
@@ -38,8 +38,8 @@ async fn a_code_arrives_over_smtp_as_text_and_html() {
     let Some(sink) = SmtpSink::start().await else {
         return;
     };
-    let mailer = Mailer::start(&smtp_config(sink.url())).expect("start the mailer");
-    let mail = compose::code(CodePurpose::Login, "493027", 10);
+    let mailer = Mailer::start(&smtp_config(sink.url()), None).expect("start the mailer");
+    let mail = compose::code(&Branding::default(), CodePurpose::Login, "493027", 10, None);
     mailer
         .enqueue(message("alice@example.com", mail.clone()))
         .expect("queued");
@@ -71,13 +71,13 @@ async fn long_links_and_non_ascii_survive_transfer_encoding() {
     let Some(sink) = SmtpSink::start().await else {
         return;
     };
-    let mailer = Mailer::start(&smtp_config(sink.url())).expect("start the mailer");
+    let mailer = Mailer::start(&smtp_config(sink.url()), None).expect("start the mailer");
     // Longer than a 76-character encoded line, so it is wrapped on the wire.
     let url = format!(
         "https://gw.test/auth/magic/{}?return_to=%2Fapp%2Fdashboard&x=1",
         "Ab9_-".repeat(12)
     );
-    let (_, text, html) = compose::magic_link(&url, 15);
+    let (_, text, html) = compose::magic_link(&Branding::default(), &url, 15);
     mailer
         .enqueue(Message {
             to: "Zoë Ünal <zoe@example.com>".into(),
@@ -107,11 +107,17 @@ async fn a_server_that_is_down_at_first_gets_the_mail_after_retries() {
     let port = free_port();
     let mut cfg = smtp_config(format!("smtp://127.0.0.1:{port}"));
     cfg.retries = 10;
-    let mailer = Mailer::start(&cfg).expect("start the mailer");
+    let mailer = Mailer::start(&cfg, None).expect("start the mailer");
     mailer
         .enqueue(message(
             "bob@example.com",
-            compose::code(CodePurpose::PasswordReset, "771203", 10),
+            compose::code(
+                &Branding::default(),
+                CodePurpose::PasswordReset,
+                "771203",
+                10,
+                None,
+            ),
         ))
         .expect("queued");
 
@@ -136,8 +142,16 @@ async fn permanent_refusals_and_bad_addresses_are_not_retried_and_do_not_block()
     };
     let mut cfg = smtp_config(sink.url());
     cfg.retries = 10;
-    let mailer = Mailer::start(&cfg).expect("start the mailer");
-    let mail = || compose::code(CodePurpose::VerifyEmail, "123456", 10);
+    let mailer = Mailer::start(&cfg, None).expect("start the mailer");
+    let mail = || {
+        compose::code(
+            &Branding::default(),
+            CodePurpose::VerifyEmail,
+            "123456",
+            10,
+            None,
+        )
+    };
     for to in [
         "not an address",
         "a@b@c",
@@ -177,7 +191,7 @@ async fn a_hung_server_fills_the_queue_and_enqueue_never_waits() {
     let mut cfg = smtp_config(format!("smtp://{addr}"));
     cfg.queue = 1;
     cfg.send_timeout = Duration::from_secs(60);
-    let mailer = Mailer::start(&cfg).expect("start the mailer");
+    let mailer = Mailer::start(&cfg, None).expect("start the mailer");
 
     let mut accepted = 0;
     let mut full = false;
@@ -185,7 +199,7 @@ async fn a_hung_server_fills_the_queue_and_enqueue_never_waits() {
         let started = std::time::Instant::now();
         let result = mailer.enqueue(message(
             "dave@example.com",
-            compose::code(CodePurpose::Login, "555555", 10),
+            compose::code(&Branding::default(), CodePurpose::Login, "555555", 10, None),
         ));
         assert!(
             started.elapsed() < Duration::from_millis(50),
@@ -209,7 +223,7 @@ async fn a_hung_server_fills_the_queue_and_enqueue_never_waits() {
     assert!(matches!(
         mailer.enqueue(message(
             "erin@example.com",
-            compose::account_exists_notice("https://gw.test/auth/login")
+            compose::account_exists_notice(&Branding::default(), "https://gw.test/auth/login")
         )),
         Err(MailError::QueueFull)
     ));

@@ -23,7 +23,9 @@
 //! - [`fleet_limits`]: the sign-in rate limits hold across instances (the `rate_limits` table).
 //! - [`flows`]: codes, magic links, register, reset and change, sessions, limits, enumeration.
 //! - [`websocket`]: tunnels end with their session on every instance; `Origin` checks.
-//! - [`browser`]: the login pages in headless Chromium: password and code login, `return_to`.
+//! - [`browser`]: the login pages in headless Chromium: password, code and link sign-in,
+//!   sign-up with the verification code, `return_to`, the back button after sign-out.
+//! - [`pages`]: sign-up and magic-link forms, branding, helpful messages, sign-out over HTTP.
 
 mod support;
 
@@ -40,6 +42,7 @@ mod http2;
 mod logs;
 mod mail;
 mod migrations;
+mod pages;
 mod proxy;
 mod revocation;
 mod routing;

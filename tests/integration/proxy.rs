@@ -9,7 +9,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::support::http::{self, get, post_json};
-use crate::support::{TestDb, TestGateway, echo, user};
+use crate::support::{TestDb, TestGateway, echo, unverified_user, user};
 
 const PASSWORD: &str = "correct horse battery";
 
@@ -148,6 +148,8 @@ async fn spoofed_identity_headers_never_reach_the_upstream() {
             .header("x-user-email", "root@example.com")
             .header("X_USER_ROLES", "admin")
             .header("x-session-id", "s")
+            .header("x-user-email-verified", "true")
+            .header("X_User_Email_Verified", "true")
             .header("x-identity-signature", "t=1,v1=00")
             .header("x-forwarded-for", "6.6.6.6")
             .header("x_forwarded_host", "evil.example")
@@ -167,6 +169,8 @@ async fn spoofed_identity_headers_never_reach_the_upstream() {
             "x_user_roles",
             "x-user-roles",
             "x-session-id",
+            "x-user-email-verified",
+            "x_user_email_verified",
             "x-identity-signature",
             "x_forwarded_host",
             "forwarded",
@@ -682,16 +686,24 @@ async fn admin_endpoints() {
     }
 }
 
+/// The key the signing tests share with their "backend".
+const SIGNING_KEY: &str = "backend-shared-key-0123456789abcdef";
+
+/// `/` required, every identity signed with [`SIGNING_KEY`].
+async fn signing(db: &TestDb) -> TestGateway {
+    TestGateway::builder(db)
+        .route("/", echo().await, "required")
+        .env("GATEWAY_HEADERS__SIGN", "true")
+        .env("GATEWAY_HEADERS__SIGNING_SECRET", SIGNING_KEY)
+        .start()
+        .await
+}
+
 #[tokio::test]
 async fn signed_identity_headers_verify_for_backends() {
     let db = TestDb::new().await;
-    let key = "backend-shared-key-0123456789abcdef";
-    let gw = TestGateway::builder(&db)
-        .route("/", echo().await, "required")
-        .env("GATEWAY_HEADERS__SIGN", "true")
-        .env("GATEWAY_HEADERS__SIGNING_SECRET", key)
-        .start()
-        .await;
+    let key = SIGNING_KEY;
+    let gw = signing(&db).await;
     user(&db, "mo@example.com", PASSWORD, &["ops"]).await;
     let token = gw.login("mo@example.com", PASSWORD).await;
     let resp = get(gw.addr, "/orders/7?full=1").bearer(&token).send().await;
@@ -702,6 +714,7 @@ async fn signed_identity_headers_verify_for_backends() {
     let claims = gateway::headers::Claims {
         user_id: &h("x-user-id"),
         email: &h("x-user-email"),
+        email_verified: &h("x-user-email-verified"),
         roles: &h("x-user-roles"),
         session_id: &h("x-session-id"),
         request_id: &h("x-request-id"),
@@ -739,6 +752,109 @@ async fn signed_identity_headers_verify_for_backends() {
         now,
         max_age
     ));
+    assert_eq!(h("x-user-email-verified"), "true");
+    let unverified = gateway::headers::Claims {
+        email_verified: "false",
+        ..claims
+    };
+    assert!(!gateway::headers::verify_signature(
+        key.as_bytes(),
+        &signature,
+        &unverified,
+        now,
+        max_age
+    ));
+}
+
+/// The Python verifier of docs/identity-headers.md, run as written, accepts the signatures
+/// of real forwarded requests and refuses a flipped verification flag.
+#[tokio::test]
+async fn the_python_verifier_of_the_docs_accepts_real_signatures() {
+    let docs = include_str!("../../docs/identity-headers.md");
+    let verifier = docs
+        .split("```python\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a python block in docs/identity-headers.md");
+    let db = TestDb::new().await;
+    let key = SIGNING_KEY;
+    let gw = signing(&db).await;
+    user(&db, "py@example.com", PASSWORD, &[]).await;
+    let token = gw.login("py@example.com", PASSWORD).await;
+    let resp = get(gw.addr, "/orders/7?full=1&b=2")
+        .bearer(&token)
+        .send()
+        .await;
+    let mut headers = resp.echoed_headers();
+    let check = |headers: serde_json::Map<String, serde_json::Value>| {
+        let script = format!(
+            "{verifier}\nimport json, sys\nh = json.load(sys.stdin)\n\
+             print(verify({key:?}.encode(), h, 'GET', '/orders/7?full=1&b=2'))\n"
+        );
+        async move {
+            let mut child = tokio::process::Command::new("python3")
+                .args(["-c", &script])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("python3 (scripts/test.sh installs it with aiosmtpd)");
+            let input = serde_json::Value::Object(headers).to_string();
+            let mut stdin = child.stdin.take().unwrap();
+            tokio::io::AsyncWriteExt::write_all(&mut stdin, input.as_bytes())
+                .await
+                .unwrap();
+            drop(stdin);
+            let out = child.wait_with_output().await.unwrap();
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        }
+    };
+    assert_eq!(check(headers.clone()).await, "True");
+    headers.insert("x-user-email-verified".into(), "false".into());
+    assert_eq!(check(headers).await, "False");
+}
+
+/// `X-User-Email-Verified` says whether the address was proved, and a verification made
+/// after the session was cached reaches the backends within the revocation window.
+#[tokio::test]
+async fn email_verification_reaches_backends() {
+    let db = TestDb::new().await;
+    let gw = TestGateway::builder(&db)
+        .route("/", echo().await, "required")
+        .route("/public", echo().await, "public")
+        .env("GATEWAY_SESSIONS__REVOCATION_POLL", "200ms")
+        .start()
+        .await;
+    unverified_user(&db, "new@example.com", PASSWORD, &[]).await;
+    let token = gw.login("new@example.com", PASSWORD).await;
+    let resp = get(gw.addr, "/x").bearer(&token).send().await;
+    assert_eq!(
+        resp.echoed("x-user-email-verified").as_deref(),
+        Some("false")
+    );
+    let spoofed = get(gw.addr, "/public/x")
+        .header("x-user-email-verified", "true")
+        .header("X_User_Email_Verified", "true")
+        .send()
+        .await;
+    assert_eq!(spoofed.echoed("x-user-email-verified"), None);
+    assert_eq!(spoofed.echoed("x_user_email_verified"), None);
+
+    gateway::users::mark_verified(db.pool(), "new@example.com")
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let resp = get(gw.addr, "/x").bearer(&token).send().await;
+        if resp.echoed("x-user-email-verified").as_deref() == Some("true") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the verification was not seen within 5 s: {}",
+            resp.body
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -178,3 +178,134 @@ async fn bad_tls_files_refuse_to_start_naming_the_key() {
         }
     }
 }
+
+/// `GET path` over TLS with the protocol `alpn` picks (`h2` or `http/1.1`); the response head.
+async fn tls_get(
+    tls: &Tls,
+    addr: std::net::SocketAddr,
+    alpn: &[u8],
+    path: &str,
+) -> http::Response<hyper::body::Incoming> {
+    let stream = connect(tls, addr, &[alpn]).await;
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(alpn));
+    let request = http::Request::get(format!("https://localhost{path}"))
+        .header("accept", "text/html")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    if alpn == b"h2" {
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        sender.send_request(request).await.unwrap()
+    } else {
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let (mut parts, body) = request.into_parts();
+        parts.uri = path.parse().unwrap();
+        parts.headers.insert("host", "localhost".parse().unwrap());
+        sender
+            .send_request(http::Request::from_parts(parts, body))
+            .await
+            .unwrap()
+    }
+}
+
+/// An upstream with a policy of its own: every answer says `Strict-Transport-Security:
+/// max-age=0` (which would make browsers forget the host's HSTS).
+async fn upstream_with_its_own_hsts() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let service = hyper::service::service_fn(|_req| async {
+                http::Response::builder()
+                    .header("strict-transport-security", "max-age=0")
+                    .body(http_body_util::Full::new(Bytes::from_static(b"ok")))
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service),
+            );
+        }
+    });
+    addr
+}
+
+/// Every answer of the TLS listener carries `Strict-Transport-Security` (the upstreams', one
+/// with a policy of its own replaced, the gateway's refusals and its own pages, over h1 and
+/// h2), as configured; plain HTTP carries none, and `server.hsts = false` turns it off.
+#[tokio::test]
+async fn tls_answers_carry_strict_transport_security() {
+    let db = TestDb::new().await;
+    let tls = self_signed();
+    let up = echo().await;
+    let own = upstream_with_its_own_hsts().await;
+    let start = |env: &'static [(&'static str, &'static str)], with_tls: bool| {
+        let mut builder = TestGateway::builder(&db)
+            .route("/", up, "required")
+            .route("/public", up, "public")
+            .route("/own", own, "public");
+        if with_tls {
+            builder = builder.tls(&tls.cert, &tls.key);
+        }
+        for (k, v) in env {
+            builder = builder.env(k, v);
+        }
+        builder.start()
+    };
+    let sts = |resp: &http::Response<hyper::body::Incoming>| -> Vec<String> {
+        resp.headers()
+            .get_all("strict-transport-security")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect()
+    };
+
+    let configured = start(
+        &[
+            ("GATEWAY_SERVER__HSTS_MAX_AGE", "30d"),
+            ("GATEWAY_SERVER__HSTS_INCLUDE_SUBDOMAINS", "true"),
+        ],
+        true,
+    )
+    .await;
+    for alpn in [&b"h2"[..], b"http/1.1"] {
+        for (path, status) in [
+            ("/public/x", 200),
+            ("/own/x", 200),
+            ("/x", 302),
+            ("/auth/login", 200),
+        ] {
+            let resp = tls_get(&tls, configured.addr, alpn, path).await;
+            assert_eq!(resp.status(), status, "{path}");
+            assert_eq!(
+                sts(&resp),
+                ["max-age=2592000; includeSubDomains"],
+                "{path} over {}",
+                String::from_utf8_lossy(alpn)
+            );
+        }
+    }
+
+    let default = start(&[], true).await;
+    let resp = tls_get(&tls, default.addr, b"h2", "/public/x").await;
+    assert_eq!(sts(&resp), ["max-age=31536000"], "on by default with TLS");
+
+    let off = start(&[("GATEWAY_SERVER__HSTS", "false")], true).await;
+    let resp = tls_get(&tls, off.addr, b"http/1.1", "/public/x").await;
+    assert!(sts(&resp).is_empty(), "hsts = false");
+
+    let plain = start(&[], false).await;
+    for path in ["/public/x", "/x", "/auth/login"] {
+        let resp = crate::support::http::get(plain.addr, path).send().await;
+        assert_eq!(
+            resp.header("strict-transport-security"),
+            None,
+            "plain HTTP must not send HSTS ({path})"
+        );
+    }
+}

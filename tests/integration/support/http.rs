@@ -91,6 +91,7 @@ pub fn post_json(addr: SocketAddr, target: &str, body: &serde_json::Value) -> Re
 }
 
 impl Req {
+    /// Adds a header (a `host` given here replaces the default `Host: <addr>` of HTTP/1.1).
     pub fn header(mut self, name: &str, value: &str) -> Self {
         self.headers.push((name.to_string(), value.to_string()));
         self
@@ -155,9 +156,13 @@ impl Req {
         let mut builder = Request::builder()
             .method(self.method)
             .uri(self.target.as_str());
+        let own_host = self
+            .headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("host"));
         if self.http2 {
             builder = builder.uri(format!("http://{}{}", self.addr, self.target));
-        } else {
+        } else if !own_host {
             builder = builder.header("host", self.addr.to_string());
         }
         for (k, v) in &self.headers {

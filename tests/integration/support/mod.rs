@@ -19,4 +19,6 @@ pub use command::{Gateway, Output, cli, gateway};
 #[allow(unused_imports)]
 pub use db::{TestDb, server_url, url_with_database};
 pub use faultproxy::{Fault, FaultProxy};
-pub use server::{PUBLIC_ORIGIN, SECRET, ServeProcess, TestGateway, echo, sessions, user};
+pub use server::{
+    PUBLIC_ORIGIN, SECRET, ServeProcess, TestGateway, echo, sessions, unverified_user, user,
+};

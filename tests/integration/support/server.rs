@@ -173,6 +173,21 @@ impl Builder<'_> {
 
 /// Creates an active, verified user with a password (bcrypt cost 4) and roles; returns its id.
 pub async fn user(db: &TestDb, email: &str, password: &str, roles: &[&str]) -> String {
+    create_user(db, email, password, roles, true).await
+}
+
+/// Like [`user`], with an email address not yet verified.
+pub async fn unverified_user(db: &TestDb, email: &str, password: &str, roles: &[&str]) -> String {
+    create_user(db, email, password, roles, false).await
+}
+
+async fn create_user(
+    db: &TestDb,
+    email: &str,
+    password: &str,
+    roles: &[&str],
+    email_verified: bool,
+) -> String {
     let hash = gateway::password::Hasher::new(4, 2, 16)
         .hash(password)
         .await
@@ -182,7 +197,7 @@ pub async fn user(db: &TestDb, email: &str, password: &str, roles: &[&str]) -> S
         db.pool(),
         &gateway::users::NewUser {
             email,
-            email_verified: true,
+            email_verified,
             password_hash: Some(&hash),
             roles: &roles,
         },

@@ -238,3 +238,46 @@ async fn read_events(
         }
     }
 }
+
+/// The load-test harness's SMTP sink (`loadtest::smtp`), in this process: no Python, so it
+/// never skips. It keeps only the 6-digit code of each message, per recipient: for tests that
+/// need nothing else of a mail ([`SmtpSink`] gives whole messages).
+pub struct CodeSink {
+    pub addr: SocketAddr,
+    codes: Arc<loadtest::smtp::Codes>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl CodeSink {
+    /// Serves SMTP on a free loopback port until dropped.
+    pub async fn start() -> CodeSink {
+        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .expect("bind the SMTP sink");
+        let addr = listener.local_addr().expect("sink address");
+        let codes = loadtest::smtp::Codes::new();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(loadtest::smtp::serve(listener, Arc::clone(&codes), async {
+            let _ = stopped.await;
+        }));
+        CodeSink {
+            addr,
+            codes,
+            _stop: stop,
+        }
+    }
+
+    /// `smtp://127.0.0.1:PORT`, for `mail.smtp_url`.
+    pub fn url(&self) -> String {
+        format!("smtp://{}", self.addr)
+    }
+
+    /// The next code mailed to `email` (one that arrived before this call included), waiting
+    /// up to `timeout`.
+    pub async fn code_for(&self, email: &str, timeout: Duration) -> Option<String> {
+        tokio::time::timeout(timeout, self.codes.expect(email))
+            .await
+            .ok()?
+            .ok()
+    }
+}
