@@ -24,6 +24,9 @@ const STANDING: &str = "SELECT refilled_at, now() FROM rate_limits
 const SWEEP: &str = "DELETE FROM rate_limits WHERE id IN (
     SELECT id FROM rate_limits WHERE refilled_at < now() LIMIT 1000)";
 
+/// Attempts at the upsert when the database asks for a retry (SQLSTATE 40001).
+const RETRIES: u32 = 5;
+
 fn micros(d: Duration) -> i64 {
     i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
@@ -49,15 +52,26 @@ pub async fn take(
 ) -> Result<Option<Duration>, DbError> {
     let (interval, tolerance) = interval_and_tolerance(limit);
     let (interval, tolerance) = (micros(interval), micros(tolerance));
-    let taken = db::transaction(pool, |tx| async move {
-        tx.query_opt(TAKE, &[&action, &scope, &subject, &interval, &tolerance])
-            .await
-    })
-    .await?;
+    // One statement in its own implicit transaction: the cell's row is locked for the
+    // statement and its commit only, not for the round trips of BEGIN and COMMIT (every sign-in
+    // from one address queues on that row). A serialization failure (CockroachDB) is retried.
+    let client = db::client(pool).await?;
+    let statement = client.prepare_cached(TAKE).await?;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
+        [&action, &scope, &subject, &interval, &tolerance];
+    let mut attempt = 0;
+    let taken = loop {
+        attempt += 1;
+        match client.query_opt(&statement, &params).await {
+            Err(e) if db::is_serialization_failure(&e) && attempt < RETRIES => {
+                tokio::time::sleep(Duration::from_millis(5 * u64::from(attempt))).await;
+            }
+            other => break other?,
+        }
+    };
     if taken.is_some() {
         return Ok(None);
     }
-    let client = db::client(pool).await?;
     let row = client
         .query_opt(STANDING, &[&action, &scope, &subject])
         .await?;
