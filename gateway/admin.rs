@@ -1,6 +1,6 @@
 //! The admin listener (plain HTTP, loopback by default): `/healthz` (the process runs),
-//! `/readyz` (the database answers, within `database.pool_wait_timeout`, and its schema is the
-//! expected one) and `/metrics` (Prometheus text format).
+//! `/readyz` (not shutting down, the database answers within `database.pool_wait_timeout`, and
+//! its schema is the expected one) and `/metrics` (Prometheus text format).
 
 use std::convert::Infallible;
 use std::sync::{Arc, OnceLock};
@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 
 use crate::health;
 use crate::proxy::{Body, Gateway, full};
+use crate::readiness::Readiness;
 
 static METRICS: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -38,14 +39,14 @@ pub fn install_metrics() -> &'static PrometheusHandle {
 }
 
 /// Serves the admin endpoints until the task is dropped.
-pub async fn serve(listener: TcpListener, gw: Arc<Gateway>) {
+pub async fn serve(listener: TcpListener, gw: Arc<Gateway>, readiness: Arc<Readiness>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
-        let gw = gw.clone();
+        let (gw, readiness) = (gw.clone(), readiness.clone());
         tokio::spawn(async move {
-            let service = service_fn(move |req| respond(gw.clone(), req));
+            let service = service_fn(move |req| respond(gw.clone(), readiness.clone(), req));
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .http1_only()
                 .serve_connection(TokioIo::new(stream), service)
@@ -62,9 +63,25 @@ fn text(status: StatusCode, body: String, content_type: &'static str) -> Respons
     resp
 }
 
-async fn respond(gw: Arc<Gateway>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+fn not_ready(reason: &str) -> Response<Body> {
+    let mut resp = text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("not ready: {reason}\n"),
+        "text/plain",
+    );
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
+}
+
+async fn respond(
+    gw: Arc<Gateway>,
+    readiness: Arc<Readiness>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     Ok(match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n".into(), "text/plain"),
+        "/readyz" if readiness.is_leaving() => not_ready("shutting down"),
         "/readyz" => match health::probe(
             gw.sessions.pool(),
             gw.sessions.health(),
@@ -73,16 +90,7 @@ async fn respond(gw: Arc<Gateway>, req: Request<Incoming>) -> Result<Response<Bo
         .await
         {
             Ok(()) => text(StatusCode::OK, "ready\n".into(), "text/plain"),
-            Err(e) => {
-                let mut resp = text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("not ready: {e}\n"),
-                    "text/plain",
-                );
-                resp.headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                resp
-            }
+            Err(e) => not_ready(&e),
         },
         "/metrics" => {
             record_gauges(&gw).await;

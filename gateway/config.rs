@@ -28,6 +28,10 @@ pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
 pub const DEFAULT_HEADER_READ_TIMEOUT: &str = "10s";
 pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: &str = "10s";
 pub const DEFAULT_SHUTDOWN_GRACE: &str = "30s";
+/// Long enough for a balancer checking `/readyz` every second and taking an instance out after
+/// two failures (HAProxy `inter 1s fall 2`, a Kubernetes readiness probe with `periodSeconds: 1`
+/// and `failureThreshold: 2`) to stop sending before the listener closes.
+pub const DEFAULT_ACCEPT_GRACE: &str = "5s";
 pub const DEFAULT_H2_MAX_CONCURRENT_STREAMS: u64 = 256;
 pub const DEFAULT_HSTS: bool = true;
 pub const DEFAULT_HSTS_MAX_AGE: &str = "365d";
@@ -93,6 +97,8 @@ pub const DEFAULT_RATE_MAGIC_REQUEST_EMAIL: &str = "5/15m";
 /// a burst of 600, then 10 a second, enough for hundreds of users behind one NAT whose
 /// sessions each miss once per `cache_ttl`.
 pub const DEFAULT_RATE_SESSION_MISS_IP: &str = "600/1m";
+/// The limits hold for the whole fleet (counted in the database), not per instance.
+pub const DEFAULT_RATE_FLEET_WIDE: bool = true;
 
 pub const DEFAULT_LOG_FORMAT: &str = "text";
 pub const DEFAULT_LOG_LEVEL: &str = "info";
@@ -145,6 +151,7 @@ pub struct RawServer {
     pub header_read_timeout: String,
     pub tls_handshake_timeout: String,
     pub shutdown_grace: String,
+    pub accept_grace: String,
     pub h2_max_concurrent_streams: u64,
     pub workers: u64,
     pub websocket_origins: Vec<String>,
@@ -169,6 +176,7 @@ impl Default for RawServer {
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT.into(),
             tls_handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT.into(),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE.into(),
+            accept_grace: DEFAULT_ACCEPT_GRACE.into(),
             h2_max_concurrent_streams: DEFAULT_H2_MAX_CONCURRENT_STREAMS,
             workers: 0,
             websocket_origins: Vec::new(),
@@ -373,6 +381,7 @@ pub struct RawRateLimits {
     pub magic_request_per_ip: String,
     pub magic_request_per_email: String,
     pub session_miss_per_ip: String,
+    pub fleet_wide: bool,
 }
 
 impl Default for RawRateLimits {
@@ -389,6 +398,7 @@ impl Default for RawRateLimits {
             magic_request_per_ip: DEFAULT_RATE_MAGIC_REQUEST_IP.into(),
             magic_request_per_email: DEFAULT_RATE_MAGIC_REQUEST_EMAIL.into(),
             session_miss_per_ip: DEFAULT_RATE_SESSION_MISS_IP.into(),
+            fleet_wide: DEFAULT_RATE_FLEET_WIDE,
         }
     }
 }
@@ -457,6 +467,9 @@ pub struct Server {
     pub header_read_timeout: Duration,
     pub tls_handshake_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// After SIGTERM: how long `/readyz` answers 503 while requests are still served, before
+    /// the listener closes and the drain (`shutdown_grace`) begins.
+    pub accept_grace: Duration,
     pub h2_max_concurrent_streams: u32,
     /// Worker threads serving connections, each with its own single-threaded runtime
     /// (`0` in the file: one per available core).
@@ -693,6 +706,9 @@ pub struct RateLimits {
     pub magic_request_per_email: RateLimit,
     /// Session queries per client address (cache misses of well-formed, tagged tokens).
     pub session_miss_per_ip: RateLimit,
+    /// Counted in the database, so the limits hold across every instance (`false`: in each
+    /// instance's memory, so N instances allow N times as much).
+    pub fleet_wide: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1192,6 +1208,7 @@ impl Validator {
             tls_handshake_timeout: self
                 .positive_duration("server.tls_handshake_timeout", &raw.tls_handshake_timeout),
             shutdown_grace: self.duration("server.shutdown_grace", &raw.shutdown_grace),
+            accept_grace: self.duration("server.accept_grace", &raw.accept_grace),
             h2_max_concurrent_streams: u32::try_from(self.count(
                 "server.h2_max_concurrent_streams",
                 raw.h2_max_concurrent_streams,
@@ -1491,6 +1508,7 @@ impl Validator {
             ),
             session_miss_per_ip: self
                 .rate("rate_limits.session_miss_per_ip", &raw.session_miss_per_ip),
+            fleet_wide: raw.fleet_wide,
         }
     }
 

@@ -466,7 +466,8 @@ pub async fn password_login(
     device_label: Option<String>,
 ) -> Result<(users::User, NewSession), HttpError> {
     gw.limits
-        .check(Action::Login, ctx.client_ip, &rate_key(email))?;
+        .check(Action::Login, ctx.client_ip, &rate_key(email))
+        .await?;
     let (user, hash) = verify_password(gw, email, password).await?;
     ctx.user_id = Some(user.id.clone());
     let meta = session_meta(headers, ctx, device_label);

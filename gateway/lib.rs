@@ -4,11 +4,13 @@
 //!
 //! # Module map
 //! - [`cli`]: the command line; [`config`]: the TOML file and its validation.
-//! - [`server`]: listeners, connections, TLS, shutdown; [`admin`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`server`]: listeners, connections, TLS, shutdown; [`admin`]: `/metrics`, `/healthz`, `/readyz`;
+//!   [`readiness`]: `/readyz` fails first on SIGTERM, for load balancers.
 //! - [`proxy`]: the request phases below; [`path`]: the one path normalization; [`host`]:
 //!   the one host check and normalization (`Host`, `:authority`, `X-Forwarded-Host`);
 //!   [`headers`]: stripping and injecting identity headers; [`upstream`]: the pooled client.
-//! - [`sessions`]: tokens, the validation cache, touch batching, cross-instance revocation.
+//! - [`sessions`]: tokens, the validation cache, touch batching, cross-instance revocation;
+//!   [`clock`]: the database's clock, by which session expiry is judged.
 //! - [`users`], [`password`]: accounts (changes that end sessions revoke them in their own
 //!   transaction), the one rule for new passwords, and bcrypt; [`endpoints`]: `/auth/*`.
 //! - [`codes`]: one-time codes and magic links; [`failures`]: failed-attempt budgets;
@@ -41,6 +43,7 @@
 
 pub mod admin;
 pub mod cli;
+pub mod clock;
 pub mod codes;
 pub mod config;
 pub mod db;
@@ -57,6 +60,7 @@ pub mod password;
 pub mod path;
 pub mod proxy;
 pub mod ratelimit;
+pub mod readiness;
 pub mod redirect;
 pub mod server;
 pub mod sessions;

@@ -3,16 +3,26 @@
 //! migrations are recorded in `schema_migrations` with a SHA-256 checksum of the file, so a
 //! file edited after it was applied is detected and refused.
 //!
-//! Each migration runs in its own transaction that first claims its `schema_migrations` row;
-//! a second runner started at the same time blocks on that row and then finds it taken, so two
-//! runners never both apply a migration. No advisory locks: CockroachDB has none.
+//! Each migration runs its schema changes first and writes its `schema_migrations` row last,
+//! as CockroachDB requires (no schema change after a write in one transaction): on PostgreSQL
+//! all in one transaction, so a migration and its record commit together or not at all; on
+//! CockroachDB the same when every statement is atomic there, else statement by statement
+//! ([`plan`] says which, and why). Two runners at once never both apply a migration: the record
+//! is written with `ON CONFLICT DO NOTHING`, and a runner that finds the row taken (or whose
+//! schema change collided with the other's) rolls back and finds the migration applied. No
+//! advisory locks: CockroachDB has none.
+
+pub mod plan;
 
 use std::fmt;
+
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use tokio_postgres::error::SqlState;
 
 use crate::db::{self, DbError};
+use plan::{Flavor, Step};
 
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/migrations.rs"));
@@ -30,8 +40,14 @@ const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
 )";
 const SELECT_APPLIED: &str =
     "SELECT version, name, checksum, applied_at::TEXT FROM schema_migrations ORDER BY version";
-const CLAIM: &str = "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)";
+const RECORD: &str = "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)
+    ON CONFLICT (version) DO NOTHING";
 const RELEASE: &str = "DELETE FROM schema_migrations WHERE version = $1 AND checksum = $2";
+const IS_RECORDED: &str =
+    "SELECT count(*) FROM schema_migrations WHERE version = $1 AND checksum = $2";
+const VERSION: &str = "SELECT version()";
+/// Attempts at one migration whose schema change collided with a concurrent runner's.
+const ATTEMPTS: u32 = 5;
 const TABLE_EXISTS: &str = "SELECT count(*) FROM information_schema.tables
     WHERE table_schema = current_schema() AND table_name = 'schema_migrations'";
 
@@ -343,8 +359,20 @@ fn refuse_drift(status: &Status) -> Result<(), MigrateError> {
 /// A changed or unknown applied migration (nothing is applied then), an unknown `to`, or the
 /// failing migration, named, whose transaction was rolled back.
 pub async fn up(pool: &deadpool_postgres::Pool, to: Option<i64>) -> Result<Vec<i64>, MigrateError> {
-    let all = embedded();
-    let target = to.unwrap_or_else(latest_version);
+    up_with(pool, embedded(), to).await
+}
+
+/// [`up`] with these migrations instead of the embedded ones (tests run failing ones).
+///
+/// # Errors
+/// As [`up`].
+pub async fn up_with(
+    pool: &deadpool_postgres::Pool,
+    all: Vec<Migration>,
+    to: Option<i64>,
+) -> Result<Vec<i64>, MigrateError> {
+    let latest = all.last().map_or(0, |m| m.version);
+    let target = to.unwrap_or(latest);
     if target != 0 && !all.iter().any(|m| m.version == target) {
         return Err(MigrateError::NoSuchVersion(target));
     }
@@ -352,41 +380,21 @@ pub async fn up(pool: &deadpool_postgres::Pool, to: Option<i64>) -> Result<Vec<i
     ensure_table(&client).await?;
     let status = compare(all, applied(&client).await?);
     refuse_drift(&status)?;
+    let flavor = flavor(&client).await?;
     let mut done = Vec::new();
     for (m, state) in status.entries {
         if m.version > target || !matches!(state, State::Pending) {
             continue;
         }
-        let tx = client.transaction().await?;
-        // The claim blocks while another runner holds it and fails once that one commits.
-        match tx.execute(CLAIM, &[&m.version, &m.name, &m.checksum]).await {
-            Ok(_) => {}
-            Err(e) if is_lost_race(&e) => {
-                tx.rollback().await?;
-                tracing::info!(
-                    version = m.version,
-                    "migration applied by a concurrent runner"
-                );
-                continue;
-            }
-            Err(e) => return Err(e.into()),
-        }
-        let applied = async {
-            tx.batch_execute(&m.up).await?;
-            tx.commit().await
-        }
-        .await;
-        match applied {
-            Ok(()) => {
+        match run(&mut client, &m, Direction::Up, flavor).await {
+            Ok(Ran::Here) => {
                 tracing::info!(version = m.version, name = %m.name, "migration applied");
                 done.push(m.version);
             }
-            Err(e) if is_lost_race(&e) => {
-                tracing::info!(
-                    version = m.version,
-                    "migration applied by a concurrent runner"
-                );
-            }
+            Ok(Ran::Elsewhere) => tracing::info!(
+                version = m.version,
+                "migration applied by a concurrent runner"
+            ),
             Err(e) => {
                 return Err(MigrateError::Failed {
                     version: m.version,
@@ -426,37 +434,142 @@ pub async fn down(
             .max()
             .unwrap_or(0),
     };
+    let flavor = flavor(&client).await?;
     let mut done = Vec::new();
     for (m, state) in status.entries.into_iter().rev() {
         if m.version <= target || !matches!(state, State::Applied(_)) {
             continue;
         }
-        let tx = client.transaction().await?;
-        let released = tx.execute(RELEASE, &[&m.version, &m.checksum]).await?;
-        if released == 0 {
-            tx.rollback().await?;
-            continue;
+        match run(&mut client, &m, Direction::Down, flavor).await {
+            Ok(Ran::Here) => {
+                tracing::info!(version = m.version, name = %m.name, "migration rolled back");
+                done.push(m.version);
+            }
+            Ok(Ran::Elsewhere) => {}
+            Err(e) => {
+                return Err(MigrateError::Failed {
+                    version: m.version,
+                    name: m.name,
+                    source: e.into(),
+                });
+            }
         }
-        let result = async {
-            tx.batch_execute(&m.down).await?;
-            tx.commit().await
-        }
-        .await;
-        if let Err(e) = result {
-            return Err(MigrateError::Failed {
-                version: m.version,
-                name: m.name,
-                source: e.into(),
-            });
-        }
-        tracing::info!(version = m.version, name = %m.name, "migration rolled back");
-        done.push(m.version);
     }
     Ok(done)
 }
 
-fn is_lost_race(e: &tokio_postgres::Error) -> bool {
-    matches!(e.code(), Some(c) if *c == SqlState::UNIQUE_VIOLATION || *c == SqlState::T_R_SERIALIZATION_FAILURE)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    Up,
+    Down,
+}
+
+/// Who ran a migration step.
+enum Ran {
+    Here,
+    /// A concurrent runner did it first; this one changed nothing.
+    Elsewhere,
+}
+
+async fn flavor(client: &db::Client) -> Result<Flavor, MigrateError> {
+    let version: String = client.query_one(VERSION, &[]).await?.get(0);
+    Ok(Flavor::of_version(&version))
+}
+
+/// Whether `m` still has to be applied (`Up`) or rolled back (`Down`).
+async fn pending(
+    client: &db::Client,
+    m: &Migration,
+    direction: Direction,
+) -> Result<bool, tokio_postgres::Error> {
+    let recorded: i64 = client
+        .query_one(IS_RECORDED, &[&m.version, &m.checksum])
+        .await?
+        .get(0);
+    Ok((recorded == 0) == (direction == Direction::Up))
+}
+
+/// Applies or rolls back `m`, as [`plan::plan`] says for `flavor`. A failure that a concurrent
+/// runner explains (it recorded the migration meanwhile) is [`Ran::Elsewhere`]; a collision
+/// with it that left the migration pending is tried again.
+async fn run(
+    client: &mut db::Client,
+    m: &Migration,
+    direction: Direction,
+    flavor: Flavor,
+) -> Result<Ran, tokio_postgres::Error> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        if !pending(client, m, direction).await? {
+            return Ok(Ran::Elsewhere);
+        }
+        match run_plan(client, m, direction, flavor).await {
+            Ok(ran) => return Ok(ran),
+            Err(e) => {
+                if !pending(client, m, direction).await? {
+                    return Ok(Ran::Elsewhere);
+                }
+                if attempt >= ATTEMPTS || !is_collision(&e) {
+                    return Err(e);
+                }
+                tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
+            }
+        }
+    }
+}
+
+/// Runs the plan's transactions in order. The record step finding the row already written
+/// (`Up`) or already gone (`Down`) means a concurrent runner got there first: its transaction
+/// is rolled back.
+async fn run_plan(
+    client: &mut db::Client,
+    m: &Migration,
+    direction: Direction,
+    flavor: Flavor,
+) -> Result<Ran, tokio_postgres::Error> {
+    let sql = match direction {
+        Direction::Up => &m.up,
+        Direction::Down => &m.down,
+    };
+    let statements = plan::statements(sql);
+    for steps in plan::plan(&statements, flavor) {
+        let tx = client.transaction().await?;
+        for step in steps {
+            match step {
+                Step::Run(i) => tx.batch_execute(&statements[i].text).await?,
+                Step::Record => {
+                    let changed = match direction {
+                        Direction::Up => {
+                            tx.execute(RECORD, &[&m.version, &m.name, &m.checksum])
+                                .await?
+                        }
+                        Direction::Down => tx.execute(RELEASE, &[&m.version, &m.checksum]).await?,
+                    };
+                    if changed == 0 {
+                        tx.rollback().await?;
+                        return Ok(Ran::Elsewhere);
+                    }
+                }
+            }
+        }
+        tx.commit().await?;
+    }
+    Ok(Ran::Here)
+}
+
+/// Errors a concurrent runner's identical schema change can cause.
+fn is_collision(e: &tokio_postgres::Error) -> bool {
+    matches!(
+        e.code(),
+        Some(c) if *c == SqlState::UNIQUE_VIOLATION
+            || *c == SqlState::T_R_SERIALIZATION_FAILURE
+            || *c == SqlState::T_R_DEADLOCK_DETECTED
+            || *c == SqlState::DUPLICATE_TABLE
+            || *c == SqlState::DUPLICATE_OBJECT
+            || *c == SqlState::UNDEFINED_TABLE
+            || *c == SqlState::UNDEFINED_OBJECT
+    )
 }
 
 /// Checks that the database is at exactly the schema this binary expects.
@@ -486,11 +599,15 @@ mod tests {
     fn every_embedded_migration_parses_and_versions_are_sequential() {
         let all = embedded();
         assert!(!all.is_empty());
-        for (i, m) in all.iter().enumerate() {
-            assert_eq!(
-                m.version,
-                i as i64 + 1,
-                "migrations are numbered 001, 002, ... without gaps"
+        assert_eq!(all[0].version, 1, "the first migration is 001");
+        // Numbers are handed out to work done in parallel (008 was given before 003 to 007
+        // landed), so a gap is allowed; a duplicate or a step back is not.
+        for pair in all.windows(2) {
+            assert!(
+                pair[1].version > pair[0].version,
+                "migrations {:03} and {:03} are out of order or share a number",
+                pair[0].version,
+                pair[1].version
             );
         }
     }

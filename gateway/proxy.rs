@@ -74,7 +74,7 @@ impl Gateway {
         routes.sort_by_key(|r| std::cmp::Reverse(r.path_prefix.len()));
         Gateway {
             mailer,
-            limits: Limits::new(&config.rate_limits),
+            limits: Limits::for_fleet(&config.rate_limits, sessions.pool().clone()),
             keys: Keys::new(&config.auth),
             names: Names::new(&config.headers),
             hsts: config

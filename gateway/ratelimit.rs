@@ -1,24 +1,34 @@
-//! Rate limits of the auth flows, per client IP and per email address, and the session-miss
-//! budget per client IP, from `[rate_limits]`: keyed GCRA limiters (governor), in memory per
-//! instance. A limit of `count/per` allows a
-//! burst of `count` and then one more every `per / count`.
+//! Rate limits of the auth flows, per client IP and per email address, from `[rate_limits]`.
+//! A limit of `count/per` allows a burst of `count` and then one more every `per / count`
+//! (GCRA).
+//!
+//! Two layers: keyed GCRA limiters (governor) in each instance's memory, checked first, so a
+//! flood from one address is refused without database I/O; and, with
+//! `rate_limits.fleet_wide` (the default), the same limits counted in the database
+//! ([`store`], migration 008) at the database's clock, so they hold for the whole fleet: N
+//! instances allow the same attempts as one, not N times as many.
 //!
 //! Limits are checked before any user lookup and keyed only by what the client sent (its
 //! address and the normalized email as typed), so a known and an unknown address are limited
 //! identically and a 429 tells nothing about accounts. IPv6 clients are keyed by their /64,
 //! the block a single host usually controls. Keys that are back to a fresh state are dropped
-//! by [`Limits::retain_recent`], which the server calls periodically, so memory stays bounded
-//! by the keys active within one period.
+//! by [`Limits::retain_recent`] (memory) and [`store::sweep`] (the table), which the server
+//! calls periodically, so both stay bounded by the keys active within one period.
 //!
 //! The session-miss budget ([`Limits::spend_session_miss`]) is charged once for every session
 //! query a client's request causes (a well-formed, correctly tagged token that is not in the
-//! cache), so guessing tokens cannot flood the cache or the database from one address.
+//! cache), so guessing tokens cannot flood the cache or the database from one address. It
+//! stays in each instance's memory: it guards the database against one client's guesses, and
+//! counting it in the database would cost the query it saves.
+
+pub mod store;
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
+use deadpool_postgres::Pool;
 use governor::clock::{Clock, DefaultClock};
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
@@ -67,6 +77,8 @@ pub fn quota(limit: RateLimit) -> Quota {
 struct Pair {
     ip: Keyed<IpAddr>,
     email: Keyed<String>,
+    ip_limit: RateLimit,
+    email_limit: RateLimit,
 }
 
 impl Pair {
@@ -74,6 +86,8 @@ impl Pair {
         Pair {
             ip: RateLimiter::dashmap(quota(ip)),
             email: RateLimiter::dashmap(quota(email)),
+            ip_limit: ip,
+            email_limit: email,
         }
     }
 }
@@ -92,6 +106,8 @@ struct Inner {
     magic_request: Pair,
     session_miss: Keyed<IpAddr>,
     background: Arc<Semaphore>,
+    /// Where the fleet-wide counts live; `None`: memory only.
+    store: Option<Pool>,
 }
 
 /// The key of a client address: IPv4 (also IPv4-mapped IPv6) as is, IPv6 by its /64.
@@ -105,6 +121,17 @@ pub fn ip_key(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// Retry-After is whole seconds: round up, so a client that obeys it is let through.
+fn retry_after(wait: Duration) -> Duration {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    Duration::from_secs(secs.max(1))
+}
+
+fn count_refusal(action: &'static str, scope: &'static str) {
+    metrics::counter!("gateway_rate_limited_total", "action" => action, "scope" => scope)
+        .increment(1);
+}
+
 /// Counts one event of `key`; past the limit, the wait in whole seconds (at least 1), counted
 /// in `gateway_rate_limited_total{action, scope}`.
 fn spend<K: std::hash::Hash + Eq + Clone>(
@@ -114,13 +141,15 @@ fn spend<K: std::hash::Hash + Eq + Clone>(
     scope: &'static str,
 ) -> Result<(), Duration> {
     limiter.check_key(key).map_err(|not_until| {
-        let wait = not_until.wait_time_from(limiter.clock().now());
-        metrics::counter!("gateway_rate_limited_total", "action" => action, "scope" => scope)
-            .increment(1);
-        // Retry-After is whole seconds: round up, so a client that obeys it is let through.
-        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        Duration::from_secs(secs.max(1))
+        count_refusal(action, scope);
+        retry_after(not_until.wait_time_from(limiter.clock().now()))
     })
+}
+
+/// The 429 for a wait of `wait` (from the fleet-wide count), counted.
+fn refused(action: Action, scope: &'static str, wait: Duration) -> HttpError {
+    count_refusal(action.as_str(), scope);
+    HttpError::RateLimited(retry_after(wait))
 }
 
 fn refusal<K: std::hash::Hash + Eq + Clone>(
@@ -133,8 +162,18 @@ fn refusal<K: std::hash::Hash + Eq + Clone>(
 }
 
 impl Limits {
-    /// Builds every limiter from `[rate_limits]`.
+    /// Builds every limiter from `[rate_limits]`, in memory only (each instance counts alone).
     pub fn new(cfg: &RateLimits) -> Limits {
+        Limits::build(cfg, None)
+    }
+
+    /// Builds every limiter from `[rate_limits]`, counting in `pool`'s database as well when
+    /// `rate_limits.fleet_wide` is set, so the limits hold across every instance.
+    pub fn for_fleet(cfg: &RateLimits, pool: Pool) -> Limits {
+        Limits::build(cfg, cfg.fleet_wide.then_some(pool))
+    }
+
+    fn build(cfg: &RateLimits, store: Option<Pool>) -> Limits {
         Limits {
             inner: Arc::new(Inner {
                 login: Pair::new(cfg.login_per_ip, cfg.login_per_email),
@@ -144,6 +183,7 @@ impl Limits {
                 magic_request: Pair::new(cfg.magic_request_per_ip, cfg.magic_request_per_email),
                 session_miss: RateLimiter::dashmap(quota(cfg.session_miss_per_ip)),
                 background: Arc::new(Semaphore::new(MAX_BACKGROUND)),
+                store,
             }),
         }
     }
@@ -163,13 +203,13 @@ impl Limits {
     ///
     /// # Errors
     /// [`HttpError::RateLimited`] with the wait in whole seconds (at least 1), for
-    /// `Retry-After`.
+    /// `Retry-After`; 503 when the fleet-wide count cannot be read.
     ///
     /// # Security
     /// Call it before looking the email up, so known and unknown emails are limited alike.
-    pub fn check(&self, action: Action, ip: IpAddr, email: &str) -> Result<(), HttpError> {
-        self.check_ip(action, ip)?;
-        self.check_email(action, email)
+    pub async fn check(&self, action: Action, ip: IpAddr, email: &str) -> Result<(), HttpError> {
+        self.check_ip(action, ip).await?;
+        self.check_email(action, email).await
     }
 
     /// The per-IP half of [`Limits::check`], for flows that validate more input between the
@@ -177,22 +217,52 @@ impl Limits {
     /// per-email budget).
     ///
     /// # Errors
-    /// [`HttpError::RateLimited`].
-    pub fn check_ip(&self, action: Action, ip: IpAddr) -> Result<(), HttpError> {
-        refusal(&self.pair(action).ip, &ip_key(ip), action, "ip")
+    /// As [`Limits::check`].
+    pub async fn check_ip(&self, action: Action, ip: IpAddr) -> Result<(), HttpError> {
+        let pair = self.pair(action);
+        let key = ip_key(ip);
+        refusal(&pair.ip, &key, action, "ip")?;
+        self.check_fleet(action, "ip", &key.to_string(), pair.ip_limit)
+            .await
     }
 
     /// The per-email half of [`Limits::check`].
     ///
     /// # Errors
-    /// [`HttpError::RateLimited`].
-    pub fn check_email(&self, action: Action, email: &str) -> Result<(), HttpError> {
-        refusal(
-            &self.pair(action).email,
-            &email.to_string(),
-            action,
-            "email",
-        )
+    /// As [`Limits::check`].
+    pub async fn check_email(&self, action: Action, email: &str) -> Result<(), HttpError> {
+        let pair = self.pair(action);
+        refusal(&pair.email, &email.to_string(), action, "email")?;
+        self.check_fleet(action, "email", email, pair.email_limit)
+            .await
+    }
+
+    /// The fleet-wide count, after this instance's own limiter let the attempt through.
+    async fn check_fleet(
+        &self,
+        action: Action,
+        scope: &'static str,
+        subject: &str,
+        limit: RateLimit,
+    ) -> Result<(), HttpError> {
+        let Some(pool) = &self.inner.store else {
+            return Ok(());
+        };
+        match store::take(pool, action.as_str(), scope, subject, limit).await? {
+            None => Ok(()),
+            Some(wait) => Err(refused(action, scope, wait)),
+        }
+    }
+
+    /// Deletes fleet-wide cells at rest (a no-op without `fleet_wide`).
+    ///
+    /// # Errors
+    /// The database could not be asked.
+    pub async fn sweep(&self) -> Result<u64, crate::db::DbError> {
+        match &self.inner.store {
+            Some(pool) => store::sweep(pool).await,
+            None => Ok(0),
+        }
     }
 
     /// Spends one session query of the client at `ip` (keyed like the other limits: IPv6 by
@@ -279,17 +349,18 @@ mod tests {
             magic_request_per_ip: base,
             magic_request_per_email: base,
             session_miss_per_ip: session_miss.parse().unwrap(),
+            fleet_wide: false,
         })
     }
 
-    #[test]
-    fn the_burst_is_the_count_then_429_with_retry_after() {
+    #[tokio::test]
+    async fn the_burst_is_the_count_then_429_with_retry_after() {
         let l = limits("3/1m", "100/1m");
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
         for _ in 0..3 {
-            l.check(Action::Login, ip, "a@example.com").unwrap();
+            l.check(Action::Login, ip, "a@example.com").await.unwrap();
         }
-        match l.check(Action::Login, ip, "a@example.com") {
+        match l.check(Action::Login, ip, "a@example.com").await {
             Err(HttpError::RateLimited(wait)) => {
                 assert!(
                     wait >= Duration::from_secs(19) && wait <= Duration::from_secs(20),
@@ -299,26 +370,34 @@ mod tests {
             other => panic!("expected 429, got {other:?}"),
         }
         let other: IpAddr = "192.0.2.2".parse().unwrap();
-        assert!(l.check(Action::Login, other, "a@example.com").is_ok());
+        assert!(l.check(Action::Login, other, "a@example.com").await.is_ok());
         assert!(
-            l.check(Action::OtpRequest, ip, "a@example.com").is_ok(),
+            l.check(Action::OtpRequest, ip, "a@example.com")
+                .await
+                .is_ok(),
             "flows have their own limiters"
         );
     }
 
-    #[test]
-    fn the_email_limit_spans_addresses() {
+    #[tokio::test]
+    async fn the_email_limit_spans_addresses() {
         let l = limits("100/1m", "2/1m");
         for i in 1..=2 {
             let ip: IpAddr = format!("192.0.2.{i}").parse().unwrap();
-            l.check(Action::Login, ip, "victim@example.com").unwrap();
+            l.check(Action::Login, ip, "victim@example.com")
+                .await
+                .unwrap();
         }
         let ip: IpAddr = "192.0.2.9".parse().unwrap();
         assert!(matches!(
-            l.check(Action::Login, ip, "victim@example.com"),
+            l.check(Action::Login, ip, "victim@example.com").await,
             Err(HttpError::RateLimited(_))
         ));
-        assert!(l.check(Action::Login, ip, "other@example.com").is_ok());
+        assert!(
+            l.check(Action::Login, ip, "other@example.com")
+                .await
+                .is_ok()
+        );
     }
 
     #[test]
@@ -332,8 +411,8 @@ mod tests {
         assert_eq!(ip_key(mapped), "192.0.2.1".parse::<IpAddr>().unwrap());
     }
 
-    #[test]
-    fn the_session_miss_budget_is_per_address_and_answers_a_wait() {
+    #[tokio::test]
+    async fn the_session_miss_budget_is_per_address_and_answers_a_wait() {
         let l = limits_with("1000/1s", "1000/1s", "3/1m");
         let ip: IpAddr = "198.51.100.7".parse().unwrap();
         for _ in 0..3 {
@@ -347,7 +426,7 @@ mod tests {
         let neighbour: IpAddr = "198.51.100.8".parse().unwrap();
         assert!(l.spend_session_miss(neighbour).is_ok());
         assert!(
-            l.check(Action::Login, ip, "a@example.com").is_ok(),
+            l.check(Action::Login, ip, "a@example.com").await.is_ok(),
             "the flows' limits are apart"
         );
         let v6: IpAddr = "2001:db8:7::1".parse().unwrap();
@@ -361,11 +440,11 @@ mod tests {
         );
     }
 
-    #[test]
-    fn fresh_keys_are_forgotten() {
+    #[tokio::test]
+    async fn fresh_keys_are_forgotten() {
         let l = limits_with("1000/1ms", "1000/1ms", "1000/1ms");
         let ip: IpAddr = "192.0.2.1".parse().unwrap();
-        l.check(Action::Login, ip, "a@example.com").unwrap();
+        l.check(Action::Login, ip, "a@example.com").await.unwrap();
         l.spend_session_miss(ip).unwrap();
         assert_eq!(
             l.len(),

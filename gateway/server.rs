@@ -23,6 +23,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::cli::Failure;
 use crate::config::{self, Config, LogFormat};
 use crate::proxy::{self, Conn, Gateway, Worker};
+use crate::readiness::{self, Readiness};
 use crate::sessions::{self, Sessions};
 use crate::{admin, codes, db, failures, mail, migrate};
 
@@ -32,6 +33,7 @@ pub struct Server {
     public: TcpListener,
     admin: TcpListener,
     tls: Option<TlsAcceptor>,
+    readiness: Arc<Readiness>,
 }
 
 impl Server {
@@ -69,6 +71,7 @@ impl Server {
             public,
             admin,
             tls,
+            readiness: Arc::new(Readiness::new()),
         })
     }
 
@@ -91,8 +94,9 @@ impl Server {
             .expect("a bound listener has an address")
     }
 
-    /// Serves until `shutdown` completes, then stops accepting and lets in-flight requests
-    /// finish for up to `server.shutdown_grace`.
+    /// Serves until `shutdown` completes; then `/readyz` fails at once while requests are
+    /// still served for `server.accept_grace` (so load balancers stop sending), then the
+    /// listener closes and in-flight requests finish for up to `server.shutdown_grace`.
     ///
     /// This task accepts; `server.workers` threads serve. Each worker runs a single-threaded
     /// runtime and keeps every connection handed to it for the connection's whole life, with
@@ -103,7 +107,7 @@ impl Server {
         let gw = self.gateway;
         let poller = tokio::spawn(sessions::poll(gw.sessions.clone()));
         let upkeep = tokio::spawn(maintain(gw.clone()));
-        let admin = tokio::spawn(admin::serve(self.admin, gw.clone()));
+        let admin = tokio::spawn(admin::serve(self.admin, gw.clone(), self.readiness.clone()));
         let workers: Vec<WorkerHandle> = (0..gw.config.server.workers)
             .map(|i| WorkerHandle::start(i, gw.clone(), self.tls.clone()))
             .collect();
@@ -115,6 +119,8 @@ impl Server {
             workers = workers.len(),
             "gateway listening"
         );
+        let shutdown =
+            readiness::leave_after(shutdown, &self.readiness, gw.config.server.accept_grace);
         tokio::pin!(shutdown);
         loop {
             let permit = tokio::select! {
@@ -346,6 +352,9 @@ async fn maintain(gw: Arc<Gateway>) {
         }
         if let Err(e) = codes::sweep(pool, EXPIRED_CODES_KEPT).await {
             tracing::debug!(error = %e, "sweep of expired codes skipped");
+        }
+        if let Err(e) = gw.limits.sweep().await {
+            tracing::debug!(error = %e, "sweep of rate limit cells at rest skipped");
         }
     }
 }

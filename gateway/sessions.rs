@@ -33,6 +33,7 @@ use moka::future::Cache;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
+use crate::clock::DbClock;
 use crate::config;
 use crate::db::{self, DbError};
 use crate::health::Health;
@@ -47,7 +48,7 @@ const INSERT: &str = "INSERT INTO sessions (id, user_id, token_hash, ip_address,
 pub const LOOKUP: &str =
     "SELECT s.id, s.user_id, u.email, u.status, s.expires_at, s.last_seen_at, s.revoked_at,
         ARRAY(SELECT r.role FROM user_roles r WHERE r.user_id = s.user_id ORDER BY r.role) AS roles,
-        s.created_at, u.email_verified
+        s.created_at, u.email_verified, now()
     FROM sessions s JOIN users u ON u.id = s.user_id
     WHERE s.token_hash = $1 AND u.deleted_at IS NULL";
 const REVOKE_ONE: &str =
@@ -175,6 +176,7 @@ enum LoadError {
 struct LookupExpiry {
     positive: Duration,
     negative: Duration,
+    clock: Arc<DbClock>,
 }
 
 impl Expiry<TokenHash, Lookup> for LookupExpiry {
@@ -188,7 +190,7 @@ impl Expiry<TokenHash, Lookup> for LookupExpiry {
             Lookup::Found(identity) => {
                 let left = identity
                     .expires_at
-                    .duration_since(SystemTime::now())
+                    .duration_since(self.clock.now())
                     .unwrap_or_default();
                 self.positive.min(left)
             }
@@ -234,17 +236,21 @@ pub struct Sessions {
     legacy_counter: metrics::Counter,
     legacy_checked_counter: metrics::Counter,
     health: Arc<Health>,
+    /// Expiry is judged by the database's clock, not this instance's.
+    clock: Arc<DbClock>,
 }
 
 impl Sessions {
     /// Builds the cache and starts the `last_seen_at` batch writer. New tokens are tagged
     /// with `settings.token_key`.
     pub fn new(pool: Pool, settings: &config::Sessions) -> Self {
+        let clock = Arc::new(DbClock::new());
         let cache = Cache::builder()
             .max_capacity(settings.cache_capacity)
             .expire_after(LookupExpiry {
                 positive: settings.cache_ttl,
                 negative: settings.negative_ttl,
+                clock: clock.clone(),
             })
             .build();
         Sessions {
@@ -260,7 +266,13 @@ impl Sessions {
             legacy_counter: metrics::counter!("gateway_session_lookups_total", "result" => "legacy_refused"),
             legacy_checked_counter: metrics::counter!("gateway_session_lookups_total", "result" => "legacy_checked"),
             health: Arc::new(Health::new()),
+            clock,
         }
+    }
+
+    /// The database's clock as this instance knows it (fed by lookups and the poller).
+    pub fn clock(&self) -> &DbClock {
+        &self.clock
     }
 
     /// This instance's counters.
@@ -369,7 +381,7 @@ impl Sessions {
                 "the database is down and sessions.serve_cached_when_db_down is false".into(),
             ));
         }
-        let now = SystemTime::now();
+        let now = self.clock.now();
         if !self.is_live(&identity, now) {
             self.cache.insert(hash, Lookup::Missing).await;
             return Ok(None);
@@ -395,7 +407,7 @@ impl Sessions {
                 budget().map_err(LoadError::Throttled)?;
                 queried = true;
                 self.stats.queries.fetch_add(1, Ordering::Relaxed);
-                let loaded = load(&self.pool, &hash).await;
+                let loaded = load(&self.pool, &self.clock, &hash).await;
                 self.health.report(loaded.is_ok());
                 Ok(loaded?)
             })
@@ -584,7 +596,7 @@ fn truncate(s: &str, max: usize) -> String {
     s[..end].chars().filter(|c| !c.is_control()).collect()
 }
 
-async fn load(pool: &Pool, hash: &TokenHash) -> Result<Lookup, DbError> {
+async fn load(pool: &Pool, clock: &DbClock, hash: &TokenHash) -> Result<Lookup, DbError> {
     metrics::counter!("gateway_session_queries_total").increment(1);
     let client = db::client(pool).await?;
     let stmt = client.prepare_cached(LOOKUP).await?;
@@ -594,7 +606,9 @@ async fn load(pool: &Pool, hash: &TokenHash) -> Result<Lookup, DbError> {
     let status: &str = row.get(3);
     let revoked: Option<SystemTime> = row.get(6);
     let expires_at: SystemTime = row.get(4);
-    if status != "active" || revoked.is_some() || expires_at <= SystemTime::now() {
+    let database_now: SystemTime = row.get(10);
+    clock.observe(database_now);
+    if status != "active" || revoked.is_some() || expires_at <= database_now {
         return Ok(Lookup::Missing);
     }
     let last_seen: SystemTime = row.get(5);
@@ -903,6 +917,48 @@ mod tests {
             (hits, misses),
             (1, 0),
             "the stale entry was not counted as a hit"
+        );
+    }
+
+    /// An instance whose own clock is 5 minutes behind the database's must not serve a
+    /// session the database's clock says has expired (and one ahead must not refuse one
+    /// that has not).
+    #[tokio::test]
+    async fn expiry_is_judged_by_the_database_clock() {
+        let sessions = unreachable_sessions(&[]);
+        let token = sessions.keys().issue();
+        let hash = hash_token(&token).unwrap();
+        // Expires in 100 s by this machine's clock...
+        sessions.cache.insert(hash, identity(Instant::now())).await;
+        if let Some(Lookup::Found(found)) = sessions.cache.get(&hash).await {
+            assert!(found.expires_at > SystemTime::now());
+        }
+        // ...which is 5 minutes behind the database: there it expired 200 s ago.
+        sessions
+            .clock
+            .observe(SystemTime::now() + Duration::from_secs(3600 + 300));
+        let seen = sessions.validate(&token, &unmetered).await.unwrap();
+        assert!(
+            seen.is_none(),
+            "served a session expired by the database's clock"
+        );
+
+        sessions
+            .clock
+            .observe(SystemTime::now() - Duration::from_secs(300));
+        let other = sessions.keys().issue();
+        let other_hash = hash_token(&other).unwrap();
+        sessions
+            .cache
+            .insert(other_hash, identity(Instant::now()))
+            .await;
+        assert!(
+            sessions
+                .validate(&other, &unmetered)
+                .await
+                .unwrap()
+                .is_some(),
+            "a clock ahead of the database refused a live session"
         );
     }
 

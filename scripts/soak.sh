@@ -359,6 +359,10 @@ $((RATE * SECS)) requests, about $((RATE * SECS * 4 / 100)) logins and $((RATE *
 - Raw data: \`$REL/run.json\` (the run, with one entry per interval), \`$REL/samples.csv\` (one row
   per sample: \`$(head -n 1 "$OUT/samples.csv")\`) and \`$REL/capacity.json\`.
 EOF
+    # The fleet section (scripts/fleet.sh --doc) follows the soak's; keep it.
+    if [ -f "$ROOT/docs/reliability/fleet.md" ]; then
+        scripts/lib/fleet-doc.sh --splice "$ROOT/docs/reliability/fleet.md" "$ROOT/docs/reliability.md"
+    fi
     echo "wrote docs/reliability.md and $REL/" >&2
 fi
 

@@ -10,7 +10,9 @@
 # 2. test-time tools (ensure_test_tools below), on CI or as root only;
 # 3. cargo fmt --check, cargo clippy -D warnings, cargo test --workspace: one dev profile for
 #    all three, so the dependencies are compiled once per mode;
-# 4. a 20-second soak (scripts/soak.sh --debug) on the binaries step 3 built.
+# 4. a 20-second soak (scripts/soak.sh --debug) on the binaries step 3 built;
+# 5. the fleet scenarios in their short form (scripts/fleet.sh: three gateways behind HAProxy
+#    in network namespaces; about 2 minutes), as root only: on CI a non-root run fails.
 #
 # Environment: DATABASE_URL and GW_PG_* (see scripts/lib/postgres.sh); CI=true (no colors,
 # --locked, no incremental build); GW_SKIP_TOOLS=1 skips step 2.
@@ -92,6 +94,8 @@ trap summary EXIT
 #   - chromium + chromium-driver: the browser tests of the login pages (/usr/bin/chromedriver);
 #   - nginx: the forward-auth test runs config/nginx-forward-auth.conf in a real nginx;
 #   - curl (with HTTP/2): the early-refusal test uploads through the real curl.
+#   - haproxy, faketime, iptables, nftables, socat, jq (and curl): scripts/fleet.sh (the balancer,
+#     skewed clocks, the firewall rules and NFQUEUE of its scenarios, HAProxy's stats socket).
 # Installed only under CI=true or as root; a failed install is a warning, and the tests that
 # need a missing tool decide for themselves (skip or fail). Add new tools here.
 APT_UPDATED=0
@@ -132,6 +136,21 @@ ensure_test_tools() {
         apt_install chromium chromium-driver >&2 ||
             warn "could not install chromium/chromium-driver; the browser tests may be skipped or fail"
     fi
+    local fleet_missing=()
+    command -v haproxy >/dev/null 2>&1 || fleet_missing+=(haproxy)
+    compgen -G '/usr/lib/*/faketime/libfaketime.so.1' >/dev/null || fleet_missing+=(faketime libfaketime)
+    command -v iptables >/dev/null 2>&1 || fleet_missing+=(iptables)
+    command -v nft >/dev/null 2>&1 || fleet_missing+=(nftables)
+    command -v socat >/dev/null 2>&1 || fleet_missing+=(socat)
+    command -v jq >/dev/null 2>&1 || fleet_missing+=(jq)
+    command -v curl >/dev/null 2>&1 || fleet_missing+=(curl)
+    if [ ${#fleet_missing[@]} = 0 ]; then
+        echo "fleet tools (haproxy, faketime, iptables, nftables, socat, jq, curl): present" >&2
+    else
+        echo "fleet tools: installing ${fleet_missing[*]} with apt-get" >&2
+        apt_install "${fleet_missing[@]}" >&2 ||
+            warn "could not install ${fleet_missing[*]}; scripts/fleet.sh will refuse to run"
+    fi
     if [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1; then
         echo "nginx: present" >&2
     else
@@ -170,4 +189,18 @@ check "cargo test --workspace" cargo test ${LOCKED[@]+"${LOCKED[@]}"} --workspac
 # The short soak on the debug binaries cargo test just built (scripts/soak.sh): 20 s of `mixed`
 # at 200 req/s; fails on any failed request or growing open FDs (RSS is reported, not judged).
 check "short soak (20 s)" scripts/soak.sh --debug --duration 20s --rate 200 --users 1000 --no-doc --no-rss-check
+
+# The fleet scenarios (scripts/fleet.sh, short form): network namespaces need root.
+fleet_scenarios() {
+    if [ "$(id -u)" != 0 ]; then
+        if [ "${CI:-}" = true ]; then
+            echo "error: CI must run as root: the fleet scenarios need network namespaces" >&2
+            return 1
+        fi
+        warn "NOT RUN: the fleet scenarios need root (network namespaces); run scripts/fleet.sh as root"
+        return 0
+    fi
+    scripts/fleet.sh
+}
+check "fleet scenarios (short)" fleet_scenarios
 exit "$FAILED"

@@ -64,9 +64,11 @@ pub async fn do_password_change(
     identity: &Identity,
     input: &ChangeInput,
 ) -> Result<u64, HttpError> {
-    gw.limits.check_ip(Action::Login, ctx.client_ip)?;
+    gw.limits.check_ip(Action::Login, ctx.client_ip).await?;
     check_new_password(&input.new_password, &identity.email).await?;
-    gw.limits.check_email(Action::Login, &identity.email)?;
+    gw.limits
+        .check_email(Action::Login, &identity.email)
+        .await?;
     let (user, _) = super::verify_password(gw, &identity.email, &input.current_password).await?;
     if *user.id != *identity.user_id {
         return Err(HttpError::InvalidCredentials);

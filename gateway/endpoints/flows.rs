@@ -296,9 +296,9 @@ pub async fn do_register(
     input: RegisterInput,
 ) -> Result<(), HttpError> {
     let email = email_of(&input.email)?;
-    gw.limits.check_ip(Action::Register, ctx.client_ip)?;
+    gw.limits.check_ip(Action::Register, ctx.client_ip).await?;
     check_new_password(&input.password, &email).await?;
-    gw.limits.check_email(Action::Register, &email)?;
+    gw.limits.check_email(Action::Register, &email).await?;
     let password = zeroize::Zeroizing::new(input.password);
     let work = Background::new(gw).register(gw.hasher.clone(), email, password);
     spawn(gw, "register", work);
@@ -339,7 +339,9 @@ pub async fn do_otp_request(
 ) -> Result<(), HttpError> {
     let email = email_of(&input.email)?;
     let purpose = purpose_of(&input.purpose)?;
-    gw.limits.check(Action::OtpRequest, ctx.client_ip, &email)?;
+    gw.limits
+        .check(Action::OtpRequest, ctx.client_ip, &email)
+        .await?;
     spawn(
         gw,
         "otp_request",
@@ -401,7 +403,9 @@ pub async fn do_otp_verify(
                 .into(),
         ));
     }
-    gw.limits.check(Action::OtpVerify, ctx.client_ip, &email)?;
+    gw.limits
+        .check(Action::OtpVerify, ctx.client_ip, &email)
+        .await?;
     redeem(gw, &email, purpose, &input.code).await?;
     let mut user = active_user(gw, &email).await?;
     ctx.user_id = Some(user.id.clone());
@@ -483,7 +487,8 @@ pub async fn do_magic_request(
     let email = email_of(&input.email)?;
     let return_to = safe_return_to(input.return_to.as_deref());
     gw.limits
-        .check(Action::MagicRequest, ctx.client_ip, &email)?;
+        .check(Action::MagicRequest, ctx.client_ip, &email)
+        .await?;
     spawn(
         gw,
         "magic_request",
@@ -568,7 +573,7 @@ pub async fn magic_consume(
     let browser = forms::is_form(&headers) || accepts_html(&headers);
     let outcome = async {
         require_same_origin(gw, &headers)?;
-        gw.limits.check_ip(Action::OtpVerify, ctx.client_ip)?;
+        gw.limits.check_ip(Action::OtpVerify, ctx.client_ip).await?;
         let login = do_magic_consume(gw, ctx, token).await?;
         let meta = session_meta(&headers, ctx, None);
         let session = gw.sessions.create(&login.user.id, &meta).await?;
@@ -644,9 +649,9 @@ pub async fn do_password_reset(
     input: &ResetInput,
 ) -> Result<u64, HttpError> {
     let email = email_of(&input.email)?;
-    gw.limits.check_ip(Action::OtpVerify, ctx.client_ip)?;
+    gw.limits.check_ip(Action::OtpVerify, ctx.client_ip).await?;
     check_new_password(&input.new_password, &email).await?;
-    gw.limits.check_email(Action::OtpVerify, &email)?;
+    gw.limits.check_email(Action::OtpVerify, &email).await?;
     redeem(gw, &email, Purpose::PasswordReset, &input.code).await?;
     let mut user = active_user(gw, &email).await?;
     ctx.user_id = Some(user.id.clone());

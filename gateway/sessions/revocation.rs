@@ -39,7 +39,7 @@ pub async fn poll(sessions: Sessions) {
             }
             Err(e) => {
                 if let Some(w) = watermark {
-                    let lag = SystemTime::now().duration_since(w).unwrap_or_default();
+                    let lag = sessions.clock().now().duration_since(w).unwrap_or_default();
                     metrics::gauge!("gateway_revocation_poll_lag_seconds").set(lag.as_secs_f64());
                 }
                 metrics::counter!("gateway_revocation_poll_errors_total").increment(1);
@@ -57,6 +57,7 @@ async fn poll_once(
 ) -> Result<SystemTime, db::DbError> {
     let client = db::client(sessions.pool()).await?;
     let now: SystemTime = client.query_one(NOW, &[]).await?.get(0);
+    sessions.clock().observe(now);
     let base = watermark.unwrap_or(now);
     let since = base.checked_sub(overlap).unwrap_or(base);
     let stmt = client.prepare_cached(CHANGED_SINCE).await?;

@@ -16,6 +16,8 @@
 //!   gateway's gauges) over time, as CSV.
 //! - [`soak`]: `loadtest soak-report`, judges a soak from a run's intervals and those samples
 //!   (no errors, RSS and descriptors flat) and charts it.
+//! - [`netem`]: `loadtest netem`, packet delay and loss through an NFQUEUE, for the fleet
+//!   harness (`scripts/fleet.sh`) on kernels without `sch_netem`.
 //! - [`select`]: `loadtest select`, the gateway's session lookup straight against the database,
 //!   the floor under a cache miss.
 //!
@@ -39,6 +41,7 @@
 //! ```
 
 pub mod echo;
+pub mod netem;
 pub mod report;
 pub mod run;
 pub mod sample;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use loadtest::{report, run, sample, seed, select, soak};
+use loadtest::{netem, report, run, sample, seed, select, soak};
 use tokio::net::TcpListener;
 
 /// Exit status for a bad command line (sysexits `EX_USAGE`).
@@ -57,6 +57,9 @@ enum Command {
     /// The gateway's session lookup run straight against the database through a pool of the
     /// gateway's size: the floor under a cache miss, to set beside the `cold` scenario.
     Select(select::SelectArgs),
+    /// Delay and drop the packets a firewall rule sends to an NFQUEUE, as `tc ... netem delay
+    /// D loss P%` would, until SIGTERM (for kernels without sch_netem; needs root).
+    Netem(netem::NetemArgs),
 }
 
 #[tokio::main]
@@ -81,6 +84,10 @@ async fn main() -> ExitCode {
             Err(err) => return usage(&err),
         },
         Command::Select(args) => select::select(args).await.map(drop),
+        Command::Netem(args) => match args.validate() {
+            Ok(()) => impair(args).await,
+            Err(err) => return usage(&err),
+        },
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -115,6 +122,29 @@ async fn sample(args: &sample::SampleArgs) -> anyhow::Result<()> {
     );
     let rows = sample::run(args, shutdown_signal()).await?;
     println!("{rows} samples written to {}", args.out.display());
+    Ok(())
+}
+
+async fn impair(args: netem::NetemArgs) -> anyhow::Result<()> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let worker = {
+        let stop = stop.clone();
+        tokio::task::spawn_blocking(move || netem::run(&args, &stop))
+    };
+    println!("netem: holding queued packets");
+    tokio::pin!(worker);
+    let counts = tokio::select! {
+        done = &mut worker => done,
+        () = shutdown_signal() => {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            worker.await
+        }
+    }
+    .context("the netem thread panicked")??;
+    println!(
+        "netem: {} packets passed, {} dropped",
+        counts.passed, counts.dropped
+    );
     Ok(())
 }
 

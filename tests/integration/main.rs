@@ -23,6 +23,7 @@
 //! - [`logs`]: tokens and passwords never reach the logs.
 //! - [`abuse`]: smuggling spellings, folded and oversized headers, h2c, slow headers and bodies.
 //! - [`http2`]: rapid reset, CONTINUATION floods, HPACK bombs and oversized header lists.
+//! - [`fleet_limits`]: the sign-in rate limits hold across instances (the `rate_limits` table).
 //! - [`flows`]: codes, magic links, register, reset and change, sessions, limits, enumeration.
 //! - [`websocket`]: tunnels end with their session on every instance; `Origin` checks.
 //! - [`browser`]: the login pages in headless Chromium: password, code and link sign-in,
@@ -38,6 +39,7 @@ mod browser;
 mod cli;
 mod db_retry;
 mod faults;
+mod fleet_limits;
 mod flows;
 mod forward_auth;
 mod harness;

@@ -1,6 +1,7 @@
 //! Graceful shutdown of the real binary: a SIGTERM while requests are in flight loses none of
 //! them, new connections are refused, and the process exits 0 within the grace period; the
-//! same under continuous load.
+//! same under continuous load. With `server.accept_grace`, `/readyz` fails first while new
+//! requests are still served, so a load balancer can take the instance out in time.
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -21,6 +22,17 @@ use crate::support::{ServeProcess, TestDb, echo, sessions, user};
 
 /// The real binary with one route, `/` to `upstream` with policy `auth`, and this grace period.
 async fn serve(db: &TestDb, upstream: SocketAddr, auth: &str, grace: &str) -> ServeProcess {
+    serve_with(db, upstream, auth, grace, "0s").await
+}
+
+/// [`serve`] with this `server.accept_grace`.
+async fn serve_with(
+    db: &TestDb,
+    upstream: SocketAddr,
+    auth: &str,
+    grace: &str,
+    accept_grace: &str,
+) -> ServeProcess {
     let config = format!(
         "[[routes]]\npath_prefix = \"/\"\nupstream = \"http://{upstream}\"\nauth = \"{auth}\"\n"
     );
@@ -29,6 +41,7 @@ async fn serve(db: &TestDb, upstream: SocketAddr, auth: &str, grace: &str) -> Se
         &config,
         &[
             ("GATEWAY_SERVER__SHUTDOWN_GRACE", grace),
+            ("GATEWAY_SERVER__ACCEPT_GRACE", accept_grace),
             ("GATEWAY_LOG__LEVEL", "warn"),
         ],
     )
@@ -192,5 +205,84 @@ async fn sigterm_under_continuous_load_cuts_off_no_request() {
     assert!(
         spanning >= 2,
         "too few requests in flight at SIGTERM ({spanning}) to show anything"
+    );
+}
+
+/// The status of `GET /readyz` on the admin listener (0 when nothing answers).
+async fn readyz(admin: SocketAddr) -> u16 {
+    match get(admin, "/readyz").try_send().await {
+        Ok(resp) => resp.status,
+        Err(_) => 0,
+    }
+}
+
+/// With `server.accept_grace = "2s"`, SIGTERM turns `/readyz` to 503 at once while requests on
+/// new connections are still answered 200 until the grace ends; then the listener closes and
+/// the process exits 0. (Without the grace, the listener would close at the signal and a
+/// balancer still sending there would see refused connections.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_fails_readyz_first_and_serves_through_the_accept_grace() {
+    let db = TestDb::new().await;
+    let accept_grace = Duration::from_secs(2);
+    let mut gateway = serve_with(&db, echo().await, "public", "5s", "2s").await;
+    let (listen, admin) = (gateway.addr, gateway.admin);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while readyz(admin).await != 200 {
+        assert!(std::time::Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    gateway.terminate();
+    let signalled = std::time::Instant::now();
+    loop {
+        match readyz(admin).await {
+            503 => break,
+            200 => assert!(
+                signalled.elapsed() < Duration::from_millis(500),
+                "/readyz still 200 {:?} after SIGTERM",
+                signalled.elapsed()
+            ),
+            other => panic!("/readyz answered {other} during the grace"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let not_ready_after = signalled.elapsed();
+
+    let mut served = 0;
+    while signalled.elapsed() + Duration::from_millis(300) < accept_grace {
+        let resp = get(listen, "/served-in-the-grace").try_send().await;
+        match resp {
+            Ok(resp) => assert_eq!(resp.status, 200, "a request in the grace failed"),
+            Err(e) => panic!(
+                "a new connection {:?} after SIGTERM, within the accept grace, failed: {e:?}",
+                signalled.elapsed()
+            ),
+        }
+        served += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(served >= 10, "only {served} requests in the grace");
+
+    let refused_by = signalled + accept_grace + Duration::from_secs(3);
+    while tokio::net::TcpStream::connect(listen).await.is_ok() {
+        assert!(
+            std::time::Instant::now() < refused_by,
+            "still accepting {:?} after SIGTERM",
+            signalled.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let closed_after = signalled.elapsed();
+    assert!(
+        closed_after >= accept_grace,
+        "the listener closed {closed_after:?} after SIGTERM, before the accept grace"
+    );
+    let status = tokio::time::timeout(Duration::from_secs(10), gateway.child.wait())
+        .await
+        .expect("the gateway must exit after the grace")
+        .unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    eprintln!(
+        "not ready {not_ready_after:?} after SIGTERM, {served} requests served in the grace, listener closed after {closed_after:?}"
     );
 }

@@ -13,6 +13,13 @@
 //! a file's `#[cfg(test)]`).
 //!
 //! Not caught: SQL assembled at run time from fragments that carry no statement keyword.
+//!
+//! Migrations also get the checks of CockroachDB's rules for schema changes in transactions
+//! (`gateway::migrate::plan`: no schema change after a write, no second use of a table created
+//! with foreign keys, idempotent statements where CockroachDB runs a migration statement by
+//! statement), per section, as the migrator runs it.
+
+use gateway::migrate::plan;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -730,4 +737,136 @@ fn the_scanner_understands_rust_literals() {
         "let q = \"SELECT 1,\n  2,\n  xmin FROM t\";\nlet r = \"after\";",
     );
     assert_eq!(found.iter().map(|f| f.line).collect::<Vec<_>>(), [3]);
+}
+
+/// Migrations that predate the CockroachDB transaction checks, the problems they are allowed,
+/// and why that is safe. 001 creates `sessions` (and others) with foreign keys and then their
+/// indexes: CockroachDB documents that as unsupported in one transaction, so the migrator runs
+/// 001's up section statement by statement there (see `plan::plan`), on what must be an empty
+/// database (001 is the first migration), and migrations are never edited.
+const BEFORE_THE_RULES: &[(i64, &str, &[&str])] = &[(
+    1,
+    "up",
+    &[plan::FOREIGN_KEY_TABLE_REFERENCED, plan::NOT_IDEMPOTENT],
+)];
+
+/// The CockroachDB transaction problems of one migration file, as findings at file lines.
+fn lint_migration_transactions(file: &str, src: &str) -> Vec<Finding> {
+    let name = Path::new(file)
+        .file_name()
+        .map_or(file.to_string(), |n| n.to_string_lossy().into_owned());
+    let migration = gateway::migrate::parse(&name, src).unwrap_or_else(|e| panic!("{e}"));
+    let mut findings = Vec::new();
+    for (section, marker, sql) in [
+        ("up", "-- migrate:up", &migration.up),
+        ("down", "-- migrate:down", &migration.down),
+    ] {
+        // Line of the section's first statement in the file: the parser trims the section.
+        let offset = src.find(marker).map_or(0, |at| {
+            let body = at + marker.len();
+            let first = src[body..]
+                .find(|c: char| !c.is_whitespace())
+                .map_or(body, |i| body + i);
+            src[..first].matches('\n').count()
+        });
+        let allowed = BEFORE_THE_RULES
+            .iter()
+            .find(|(v, s, _)| *v == migration.version && *s == section)
+            .map_or(&[][..], |(_, _, problems)| *problems);
+        for (line, problem) in plan::cockroach_problems(&plan::statements(sql)) {
+            if !allowed.contains(&problem) {
+                findings.push(Finding {
+                    file: file.to_string(),
+                    line: offset + line,
+                    feature: problem,
+                });
+            }
+        }
+    }
+    findings
+}
+
+#[test]
+fn migrations_follow_cockroachdbs_rules_for_schema_changes_in_transactions() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut sql_files = Vec::new();
+    files_under(&root.join("migrations"), "sql", &mut sql_files);
+    sql_files.sort();
+    assert!(sql_files.len() >= 2, "no migrations found");
+    let mut findings = Vec::new();
+    for path in &sql_files {
+        let src = std::fs::read_to_string(path).unwrap();
+        let name = path.strip_prefix(root).unwrap().display().to_string();
+        findings.extend(lint_migration_transactions(&name, &src));
+    }
+    let report: Vec<String> = findings.iter().map(ToString::to_string).collect();
+    assert!(
+        findings.is_empty(),
+        "migrations CockroachDB cannot run as written:\n  {}",
+        report.join("\n  ")
+    );
+}
+
+#[test]
+fn the_migration_lint_catches_what_cockroachdb_refuses_in_transactions() {
+    let samples: &[(&str, usize, &str)] = &[
+        (
+            "CREATE TABLE a (x TEXT);\nINSERT INTO a VALUES ('seed');\nCREATE INDEX idx_a_x ON a (x);",
+            3,
+            plan::DDL_AFTER_WRITE,
+        ),
+        (
+            "UPDATE users SET status = 'active';\nALTER TABLE users ADD COLUMN IF NOT EXISTS n BIGINT;",
+            2,
+            plan::DDL_AFTER_WRITE,
+        ),
+        (
+            "CREATE TABLE a (u TEXT REFERENCES users (id));\nCREATE INDEX idx_a_u ON a (u);",
+            2,
+            plan::FOREIGN_KEY_TABLE_REFERENCED,
+        ),
+        (
+            "CREATE TABLE a (u TEXT, CONSTRAINT a_u_fkey FOREIGN KEY (u) REFERENCES users (id));\n\
+             INSERT INTO a (u) SELECT id FROM users;",
+            2,
+            plan::FOREIGN_KEY_TABLE_REFERENCED,
+        ),
+        (
+            "ALTER TABLE users ADD COLUMN n BIGINT;",
+            1,
+            plan::NOT_IDEMPOTENT,
+        ),
+        (
+            "CREATE UNIQUE INDEX idx_users_x ON users (x);",
+            1,
+            plan::NOT_IDEMPOTENT,
+        ),
+        (
+            "ALTER TABLE users ADD COLUMN IF NOT EXISTS n BIGINT;\nUPDATE users SET n = 0;",
+            2,
+            plan::NOT_IDEMPOTENT,
+        ),
+    ];
+    for (section, line, problem) in samples {
+        let file =
+            format!("-- 009_x: a sample\n\n-- migrate:up\n{section}\n-- migrate:down\nSELECT 1;\n");
+        let found = lint_migration_transactions("migrations/009_x.sql", &file);
+        assert!(
+            found
+                .iter()
+                .any(|f| f.feature == *problem && f.line == 3 + line),
+            "{section:?} must be flagged on line {} as {problem:?}: {found:?}",
+            3 + line
+        );
+    }
+    for fine in [
+        "CREATE TABLE a (x TEXT);\nCREATE UNIQUE INDEX idx_a_x ON a (x);\nINSERT INTO a VALUES ('seed');",
+        "CREATE TABLE a (u TEXT REFERENCES users (id));\nCREATE TABLE b (x TEXT);",
+        "CREATE INDEX idx_users_status ON users (status);",
+        "ALTER TABLE users ADD COLUMN IF NOT EXISTS n BIGINT;\nDROP INDEX IF EXISTS idx_users_n;",
+    ] {
+        let file = format!("-- migrate:up\n{fine}\n-- migrate:down\nDROP TABLE IF EXISTS a;\n");
+        let found = lint_migration_transactions("migrations/009_x.sql", &file);
+        assert!(found.is_empty(), "{fine:?} flagged: {found:?}");
+    }
 }

@@ -150,6 +150,7 @@ impl Builder<'_> {
             ("GATEWAY_SERVER__ADMIN_LISTEN", "127.0.0.1:0"),
             ("GATEWAY_SERVER__PUBLIC_URL", PUBLIC_ORIGIN),
             ("GATEWAY_SERVER__SHUTDOWN_GRACE", "5s"),
+            ("GATEWAY_SERVER__ACCEPT_GRACE", "0s"),
         ]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -264,6 +265,7 @@ impl ServeProcess {
             .env("GATEWAY_SESSIONS__TOKEN_KEY", TOKEN_KEY)
             .env("GATEWAY_SERVER__LISTEN", addr.to_string())
             .env("GATEWAY_SERVER__ADMIN_LISTEN", admin.to_string())
+            .env("GATEWAY_SERVER__ACCEPT_GRACE", "0s")
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true);
