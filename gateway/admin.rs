@@ -12,8 +12,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 
+use crate::app::Gateway;
+use crate::body::{Body, full};
 use crate::health;
-use crate::proxy::{Body, Gateway, full};
 use crate::readiness::Readiness;
 
 static METRICS: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -90,7 +91,7 @@ async fn respond(
         .await
         {
             Ok(()) => text(StatusCode::OK, "ready\n".into(), "text/plain"),
-            Err(e) => not_ready(&e),
+            Err(e) => not_ready(&e.to_string()),
         },
         "/metrics" => {
             record_gauges(&gw).await;

@@ -760,21 +760,23 @@ impl fmt::Display for Problem {
     }
 }
 
-/// Every problem found while loading or validating a configuration.
+/// Every problem found while loading or validating a configuration, and the one way they are
+/// printed (by `check-config`, `serve` and every other command): a count, then one line per
+/// problem with its key.
 #[derive(Debug, Clone)]
 pub struct ConfigError {
-    pub source_name: String,
+    /// The file (or "built-in defaults"), when the problems are the file's.
+    pub source_name: Option<String>,
     pub problems: Vec<Problem>,
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "invalid configuration ({}): {} problem(s)",
-            self.source_name,
-            self.problems.len()
-        )?;
+        f.write_str("invalid configuration")?;
+        if let Some(source) = &self.source_name {
+            write!(f, " ({source})")?;
+        }
+        writeln!(f, ": {} problem(s)", self.problems.len())?;
         for p in &self.problems {
             writeln!(f, "  - {p}")?;
         }
@@ -802,7 +804,7 @@ impl Config {
             |p| p.display().to_string(),
         );
         let fail = |problems| ConfigError {
-            source_name: source_name.clone(),
+            source_name: Some(source_name.clone()),
             problems,
         };
         let text = match path {
@@ -864,6 +866,23 @@ impl Config {
             Ok(config)
         } else {
             Err(v.problems)
+        }
+    }
+
+    /// Refuses what stops `gateway serve` beyond what every command needs
+    /// ([`Config::serve_problems`]).
+    ///
+    /// # Errors
+    /// Every such problem, printed as every configuration problem is.
+    pub fn check_serve(&self) -> Result<(), ConfigError> {
+        let problems = self.serve_problems();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError {
+                source_name: None,
+                problems,
+            })
         }
     }
 

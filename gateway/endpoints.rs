@@ -9,25 +9,21 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Status
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::app::authorize::{authorize, is_browser_navigation, login_location};
+use crate::app::{Conn, Ctx, Gateway};
+use crate::body::{Body, Incoming};
 use crate::error::HttpError;
+use crate::http::cookie::{CLEAR_SITE_DATA, CLEAR_SITE_DATA_ON_LOGOUT};
+use crate::http::form::is_form;
+use crate::http::json::{read as read_json, response as json_response};
 use crate::pages::{self, forms};
-use crate::proxy::{self, Body, Conn, Ctx, Gateway, Incoming, full};
 use crate::ratelimit::Action;
-use crate::sessions::{self, Identity, NewSession, SessionMeta};
-use crate::{failures, headers, path, users};
+use crate::sessions::{self, NewSession, SessionMeta};
+use crate::{failures, headers, path, upstream, users};
 
 pub mod account;
 pub mod flows;
 
-/// Largest JSON body the endpoints read.
-const MAX_JSON_BYTES: usize = 64 * 1024;
-
-/// `Clear-Site-Data` (W3C), which `http` has no constant for.
-pub const CLEAR_SITE_DATA: HeaderName = HeaderName::from_static("clear-site-data");
-/// What a sign-out asks the browser to forget: its HTTP cache (so the back button cannot show
-/// a private page from it) and the cookies of this site. Browsers honour it on secure
-/// origins (https, or localhost) and apply it to the whole registrable domain.
-pub const CLEAR_SITE_DATA_ON_LOGOUT: &str = "\"cache\", \"cookies\"";
 /// `/auth/verify`: the request target (path and query) the backend must receive.
 pub const UPSTREAM_URI: HeaderName = HeaderName::from_static("x-upstream-uri");
 /// `/auth/verify`: the `Cookie` the backend must receive (the session cookie removed).
@@ -60,22 +56,22 @@ pub async fn handle(
             | "/auth/reset/confirm"
             | "/auth/logout",
         ) => pages::get(gw, &req, endpoint, ctx).await,
-        (Method::POST, "/auth/login") if forms::is_form(req.headers()) => {
+        (Method::POST, "/auth/login") if is_form(req.headers()) => {
             Ok(forms::login(gw, req, ctx).await)
         }
-        (Method::POST, "/auth/register") if forms::is_form(req.headers()) => {
+        (Method::POST, "/auth/register") if is_form(req.headers()) => {
             Ok(forms::register(gw, req, ctx).await)
         }
-        (Method::POST, "/auth/otp/request") if forms::is_form(req.headers()) => {
+        (Method::POST, "/auth/otp/request") if is_form(req.headers()) => {
             Ok(forms::otp_request(gw, req, ctx).await)
         }
-        (Method::POST, "/auth/magic/request") if forms::is_form(req.headers()) => {
+        (Method::POST, "/auth/magic/request") if is_form(req.headers()) => {
             Ok(forms::magic_request(gw, req, ctx).await)
         }
-        (Method::POST, "/auth/otp/verify") if forms::is_form(req.headers()) => {
+        (Method::POST, "/auth/otp/verify") if is_form(req.headers()) => {
             Ok(forms::otp_verify(gw, req, ctx).await)
         }
-        (Method::POST, "/auth/password/reset") if forms::is_form(req.headers()) => {
+        (Method::POST, "/auth/password/reset") if is_form(req.headers()) => {
             Ok(forms::password_reset(gw, req, ctx).await)
         }
         (Method::POST, "/auth/login") => login(gw, req, ctx).await,
@@ -120,145 +116,8 @@ pub async fn handle(
     }
 }
 
-/// Refuses a cross-site state change: an `Origin` (or, without it, a `Referer`) must match the
-/// public URL. A request with neither passes only when it does not carry the session cookie
-/// (an API client with a Bearer token, which a browser cannot be made to send).
-///
-/// # Errors
-/// [`HttpError::CrossOrigin`].
-pub fn check_origin(
-    headers: &HeaderMap,
-    public_origin: &str,
-    cookie_name: &str,
-) -> Result<(), HttpError> {
-    check_origin_among(headers, &[public_origin], cookie_name)
-}
-
-/// [`check_origin`] with several accepted origins (each spelled as an `Origin` header spells
-/// it, lower-case).
-///
-/// # Errors
-/// [`HttpError::CrossOrigin`].
-pub fn check_origin_among(
-    headers: &HeaderMap,
-    allowed: &[&str],
-    cookie_name: &str,
-) -> Result<(), HttpError> {
-    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    let referer_origin = || {
-        headers
-            .get(header::REFERER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|r| r.parse::<http::Uri>().ok())
-            .and_then(|u| {
-                Some(format!(
-                    "{}://{}",
-                    u.scheme_str()?,
-                    u.authority()?.as_str().to_ascii_lowercase()
-                ))
-            })
-    };
-    let claimed = match origin {
-        Some(o) => Some(o.to_ascii_lowercase()),
-        None => referer_origin(),
-    };
-    match claimed {
-        Some(o) if allowed.contains(&o.as_str()) => Ok(()),
-        Some(_) => Err(HttpError::CrossOrigin),
-        None if proxy::has_session_cookie(headers, cookie_name) => Err(HttpError::CrossOrigin),
-        None => Ok(()),
-    }
-}
-
-/// [`check_origin`] against this gateway's `server.public_url` and session cookie name.
-///
-/// # Errors
-/// [`HttpError::CrossOrigin`].
-pub fn require_same_origin(gw: &Gateway, headers: &HeaderMap) -> Result<(), HttpError> {
-    check_origin(
-        headers,
-        &gw.config.server.public_url.origin,
-        &gw.config.sessions.cookie_name,
-    )
-}
-
-fn require_json(headers: &HeaderMap) -> Result<(), HttpError> {
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-    if is_json {
-        Ok(())
-    } else {
-        Err(HttpError::UnsupportedMediaType)
-    }
-}
-
-/// Reads and parses a JSON request body.
-///
-/// # Errors
-/// 415 for another content type, 413 over 64 KiB, 400 for JSON that does not fit `T`.
-pub async fn read_json<T: for<'de> Deserialize<'de>>(
-    req: Request<Incoming>,
-) -> Result<T, HttpError> {
-    require_json(req.headers())?;
-    let bytes = proxy::read_body(req.into_body(), MAX_JSON_BYTES).await?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| HttpError::BadRequest(format!("invalid JSON body: {e}")))
-}
-
-/// A JSON response.
-pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
-    let mut resp = Response::new(full(value.to_string()));
-    *resp.status_mut() = status;
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    resp
-}
-
 fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
-}
-
-/// `; Secure` when `server.public_url` is https or the client used https (as the connection
-/// or a trusted proxy's `X-Forwarded-Proto` says): a session cookie never travels over plain
-/// HTTP where https is used.
-fn secure_attribute(gw: &Gateway, ctx: &Ctx) -> &'static str {
-    if gw.config.server.public_url.https || ctx.https {
-        "; Secure"
-    } else {
-        ""
-    }
-}
-
-/// The `Set-Cookie` value carrying a new session.
-pub fn session_cookie(gw: &Gateway, ctx: &Ctx, session: &NewSession) -> HeaderValue {
-    let max_age = session
-        .expires_at
-        .duration_since(SystemTime::now())
-        .unwrap_or_default()
-        .as_secs();
-    let secure = secure_attribute(gw, ctx);
-    let value = format!(
-        "{}={}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}",
-        gw.config.sessions.cookie_name, session.token
-    );
-    HeaderValue::from_str(&value).expect("token and cookie name are header-safe")
-}
-
-/// The `Set-Cookie` value that removes the session cookie.
-pub fn clear_cookie(gw: &Gateway, ctx: &Ctx) -> HeaderValue {
-    let secure = secure_attribute(gw, ctx);
-    let value = format!(
-        "{}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{secure}",
-        gw.config.sessions.cookie_name
-    );
-    HeaderValue::from_str(&value).expect("cookie name is header-safe")
 }
 
 #[derive(Deserialize)]
@@ -413,7 +272,7 @@ fn session_response(
     });
     let mut resp = json_response(status, &body);
     resp.headers_mut()
-        .append(header::SET_COOKIE, session_cookie(gw, ctx, session));
+        .append(header::SET_COOKIE, gw.session_cookie(ctx, session));
     resp
 }
 
@@ -434,7 +293,7 @@ async fn login(
     req: Request<Incoming>,
     ctx: &mut Ctx,
 ) -> Result<Response<Body>, HttpError> {
-    require_same_origin(gw, req.headers())?;
+    gw.require_same_origin(req.headers())?;
     let headers = req.headers().clone();
     let body: LoginBody = read_json(req).await?;
     let (user, session) = password_login(
@@ -494,7 +353,7 @@ async fn logout(
     req: Request<Incoming>,
     ctx: &mut Ctx,
 ) -> Result<Response<Body>, HttpError> {
-    require_same_origin(gw, req.headers())?;
+    gw.require_same_origin(req.headers())?;
     let identity = gw.authenticate(req.headers(), ctx.client_ip).await?;
     let revoked = match &identity {
         Some(id) => {
@@ -503,13 +362,13 @@ async fn logout(
         }
         None => false,
     };
-    let mut resp = if forms::is_form(req.headers()) {
+    let mut resp = if is_form(req.headers()) {
         pages::see_other("/auth/login?notice=signed_out")
     } else {
         json_response(StatusCode::OK, &json!({"revoked": revoked}))
     };
     let h = resp.headers_mut();
-    h.append(header::SET_COOKIE, clear_cookie(gw, ctx));
+    h.append(header::SET_COOKIE, gw.clear_cookie(ctx));
     h.insert(
         CLEAR_SITE_DATA,
         HeaderValue::from_static(CLEAR_SITE_DATA_ON_LOGOUT),
@@ -517,29 +376,12 @@ async fn logout(
     Ok(resp)
 }
 
-/// The identity of the request, or 401.
-///
-/// # Errors
-/// 401 without a valid session; 503 when the store cannot answer.
-pub async fn require_identity(
-    gw: &Gateway,
-    headers: &HeaderMap,
-    ctx: &mut Ctx,
-) -> Result<std::sync::Arc<Identity>, HttpError> {
-    let identity = gw
-        .authenticate(headers, ctx.client_ip)
-        .await?
-        .ok_or(HttpError::Unauthenticated)?;
-    ctx.user_id = Some(identity.user_id.to_string());
-    Ok(identity)
-}
-
 async fn session(
     gw: &Gateway,
     req: Request<Incoming>,
     ctx: &mut Ctx,
 ) -> Result<Response<Body>, HttpError> {
-    let id = require_identity(gw, req.headers(), ctx).await?;
+    let id = gw.require_identity(req.headers(), ctx).await?;
     Ok(json_response(
         StatusCode::OK,
         &json!({
@@ -615,17 +457,17 @@ async fn verify(
     let identity = gw
         .authenticate_for(route, &method, req.headers(), ctx)
         .await?;
-    match proxy::authorize(route, identity.as_deref()) {
-        Err(HttpError::Unauthenticated) if proxy::is_browser_navigation(&method, req.headers()) => {
+    match authorize(route, identity.as_deref()) {
+        Err(HttpError::Unauthenticated) if is_browser_navigation(&method, req.headers()) => {
             let mut resp = HttpError::Unauthenticated.into_response();
-            if let Ok(location) = HeaderValue::from_str(&proxy::login_location(&uri)) {
+            if let Ok(location) = HeaderValue::from_str(&login_location(&uri)) {
                 resp.headers_mut().insert(header::LOCATION, location);
             }
             return Ok(resp);
         }
         other => other?,
     }
-    let target = proxy::upstream_target(route, &normalized, uri.query());
+    let target = upstream::target(route, &normalized, uri.query());
     let headers = resp.headers_mut();
     let passed = headers::passed_credentials(req.headers(), &gw.config.sessions.cookie_name);
     if let Some(first) = passed.authorization.into_iter().next() {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use http::{HeaderValue, Response, StatusCode, header};
 
-use crate::proxy::{Body, full};
+use crate::body::{Body, full};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
@@ -199,6 +199,16 @@ impl From<crate::sessions::SessionError> for HttpError {
         match e {
             SessionError::Unavailable(_) => HttpError::Unavailable(e.to_string()),
             SessionError::Throttled(wait) => HttpError::RateLimited(wait),
+        }
+    }
+}
+
+impl From<crate::ratelimit::LimitError> for HttpError {
+    fn from(e: crate::ratelimit::LimitError) -> Self {
+        use crate::ratelimit::LimitError;
+        match e {
+            LimitError::Limited(wait) => HttpError::RateLimited(wait),
+            LimitError::Store(db) => HttpError::from(db),
         }
     }
 }

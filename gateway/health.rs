@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use deadpool_postgres::Pool;
 
-use crate::migrate;
+use crate::migrate::{self, MigrateError};
 
 /// The latest reports on the database, shared by the request path and the background tasks.
 #[derive(Debug, Default)]
@@ -43,23 +43,34 @@ impl Health {
     }
 }
 
+/// Why the readiness probe failed; its text is the probe's body.
+#[derive(Debug, thiserror::Error)]
+pub enum NotReady {
+    /// The database answered, but not with the expected schema, or with an error.
+    #[error(transparent)]
+    Schema(#[from] MigrateError),
+    /// No answer within the probe's limit.
+    #[error("the database did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
 /// The readiness probe: the database answers and its schema is the expected one, within
 /// `limit` (so a hung database fails the probe in bounded time). An answer, or no answer
 /// within `limit`, is reported to `health`.
 ///
 /// # Errors
 /// Why the gateway is not ready, for the probe's body.
-pub async fn probe(pool: &Pool, health: &Health, limit: Duration) -> Result<(), String> {
+pub async fn probe(pool: &Pool, health: &Health, limit: Duration) -> Result<(), NotReady> {
     match tokio::time::timeout(limit, migrate::ensure_current(pool)).await {
         Ok(outcome) => {
             if outcome.is_ok() {
                 health.report(true);
             }
-            outcome
+            Ok(outcome?)
         }
         Err(_) => {
             health.report(false);
-            Err(format!("the database did not answer within {limit:?}"))
+            Err(NotReady::Timeout(limit))
         }
     }
 }

@@ -42,6 +42,8 @@
 //! ```
 
 pub mod admin;
+pub mod app;
+pub mod body;
 pub mod cli;
 pub mod clock;
 pub mod codes;
@@ -53,6 +55,8 @@ pub mod failures;
 pub mod headers;
 pub mod health;
 pub mod host;
+pub mod html;
+pub mod http;
 pub mod mail;
 pub mod migrate;
 pub mod pages;

@@ -9,11 +9,17 @@ pub mod forms;
 
 use std::fmt::Write as _;
 
-use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
+use http::{HeaderValue, Request, Response, StatusCode, header};
 
+use crate::app::{Ctx, Gateway};
+use crate::body::{Body, Incoming, full};
 use crate::config::Branding;
 use crate::error::HttpError;
-use crate::proxy::{Body, Ctx, Gateway, Incoming, full};
+use crate::html::escape;
+use crate::http::paths::{
+    MAGIC_SENT_PAGE, OTP_PAGE, REGISTER_PAGE, RESET_CONFIRM_PAGE, VERIFY_EMAIL_PAGE,
+};
+use crate::http::{query, query_param};
 use crate::redirect::safe_return_to;
 
 /// Nothing but the inline stylesheet, and forms that post back to the gateway. With a
@@ -22,21 +28,10 @@ pub const CONTENT_SECURITY_POLICY: &str =
     "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'";
 
 /// `same-origin`, not `no-referrer`: under `no-referrer` browsers send `Origin: null` with a
-/// form POST, which the CSRF check ([`crate::endpoints::check_origin`]) must refuse. `same-origin`
+/// form POST, which the CSRF check ([`crate::http::origin::check`]) must refuse. `same-origin`
 /// still keeps the email and tokens in our URLs from ever reaching another site (a logo on
 /// another host included).
 pub const REFERRER_POLICY: &str = "same-origin";
-
-/// Where the code entry page lives (`?email=&return_to=`).
-pub const OTP_PAGE: &str = "/auth/otp";
-/// Where the password reset form lives (`?email=`).
-pub const RESET_CONFIRM_PAGE: &str = "/auth/reset/confirm";
-/// Where the account creation form lives (`?return_to=`).
-pub const REGISTER_PAGE: &str = "/auth/register";
-/// Where the email verification code is entered after registering (`?email=&return_to=`).
-pub const VERIFY_EMAIL_PAGE: &str = "/auth/register/confirm";
-/// "Check your email for a link", after a magic-link request (`?email=&return_to=`).
-pub const MAGIC_SENT_PAGE: &str = "/auth/magic";
 
 /// The default accent (buttons, links) and the text on it.
 const ACCENT: &str = "#2450c4";
@@ -66,31 +61,6 @@ pub enum Message<'a> {
     Error(&'a str),
     /// Information; shown with `role="status"`.
     Notice(&'a str),
-}
-
-/// Escapes text for HTML content and double-quoted attribute values.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// A query string from pairs, each percent-encoded (so always a valid header value).
-pub fn query(pairs: &[(&str, &str)]) -> String {
-    let mut ser = form_urlencoded::Serializer::new(String::new());
-    for (k, v) in pairs {
-        ser.append_pair(k, v);
-    }
-    ser.finish()
 }
 
 /// The pages' `Content-Security-Policy`: [`CONTENT_SECURITY_POLICY`], plus with a logo an
@@ -491,13 +461,6 @@ fn notice(key: Option<&str>) -> Message<'static> {
     }
 }
 
-/// One query parameter, decoded (the first when repeated).
-pub fn query_param(uri: &Uri, name: &str) -> Option<String> {
-    form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
-}
-
 /// Serves the pages under `GET /auth`: `/auth` ("signed in as"), `/auth/login`,
 /// `/auth/register`, `/auth/register/confirm`, `/auth/otp`, `/auth/magic`, `/auth/reset`,
 /// `/auth/reset/confirm` and `/auth/logout`.
@@ -610,14 +573,6 @@ mod tests {
                 signed_in_page(brand, evil, &[evil.to_string()]),
             ),
         ]
-    }
-
-    #[test]
-    fn escapes_every_special_character() {
-        assert_eq!(
-            escape(r#"<a href="x">'&'</a>"#),
-            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
-        );
     }
 
     #[test]
@@ -899,18 +854,5 @@ mod tests {
                 "role=\"status\">Your password was changed; sign in with the new one.</p>"
             )
         );
-    }
-
-    #[test]
-    fn query_values_are_encoded() {
-        assert_eq!(
-            query(&[("email", "a+b@x.com"), ("return_to", "/p?x=1&y=2")]),
-            "email=a%2Bb%40x.com&return_to=%2Fp%3Fx%3D1%26y%3D2"
-        );
-        let uri: Uri = "/auth/otp?email=a%2Bb%40x.com&return_to=%2Fp"
-            .parse()
-            .unwrap();
-        assert_eq!(query_param(&uri, "email").as_deref(), Some("a+b@x.com"));
-        assert_eq!(query_param(&uri, "missing"), None);
     }
 }

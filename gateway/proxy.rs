@@ -3,295 +3,26 @@
 //! → response → one log line. [`handle`] turns any error into a response exactly once;
 //! the phases use `?` freely.
 
-pub mod body;
 pub mod websocket;
 
 use std::convert::Infallible;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
-use bytes::Bytes;
 use http::header::AsHeaderName;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
-use http_body_util::{BodyExt, Empty, Full, Limited};
-use metrics::{Counter, Histogram};
+use http_body_util::{BodyExt, Limited};
 
-use crate::codes::Keys;
-use crate::config::{AuthPolicy, Config, Route};
+use crate::app::authorize::{authorize, is_browser_navigation, login_location};
+use crate::app::{Conn, Ctx, Gateway, Worker};
+use crate::body::{Body, BoxError, Incoming, empty};
+use crate::config::Route;
 use crate::error::HttpError;
-use crate::headers::{self, Names};
+use crate::headers;
 use crate::host::{self, Host};
-use crate::mail::Mailer;
-use crate::password::Hasher;
-use crate::ratelimit::Limits;
-use crate::sessions::{Identity, Sessions};
-use crate::upstream::{RequestBodyError, Upstream, UpstreamError};
+use crate::sessions::Identity;
+use crate::upstream::{self, RequestBodyError, UpstreamError};
 use crate::{endpoints, path};
-
-pub use body::Incoming;
-
-/// Boxed errors of streamed bodies.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-/// Every response body the gateway produces or relays.
-pub type Body = http_body_util::combinators::BoxBody<Bytes, BoxError>;
-
-/// A complete body.
-pub fn full(data: impl Into<Bytes>) -> Body {
-    Full::new(data.into())
-        .map_err(|never| match never {})
-        .boxed()
-}
-
-/// An empty body.
-pub fn empty() -> Body {
-    Empty::new().map_err(|never| match never {}).boxed()
-}
-
-/// Everything the request path shares, built once at start.
-pub struct Gateway {
-    pub config: Config,
-    /// Routes, longest prefix first.
-    pub routes: Vec<Route>,
-    pub names: Names,
-    pub sessions: Sessions,
-    pub hasher: Hasher,
-    /// The outbound mail queue (codes, links, notices).
-    pub mailer: Mailer,
-    /// Rate limits of the auth flows, per client IP and per email.
-    pub limits: Limits,
-    /// The HMAC keys of one-time codes and magic links.
-    pub keys: Keys,
-    /// `Strict-Transport-Security` for every answer on the TLS listener (`server.hsts`).
-    pub hsts: Option<HeaderValue>,
-}
-
-impl Gateway {
-    /// Builds the shared state from a validated configuration, the session store and a
-    /// started mailer.
-    pub fn new(config: Config, sessions: Sessions, mailer: Mailer) -> Self {
-        let mut routes = config.routes.clone();
-        routes.sort_by_key(|r| std::cmp::Reverse(r.path_prefix.len()));
-        Gateway {
-            mailer,
-            limits: Limits::for_fleet(&config.rate_limits, sessions.pool().clone()),
-            keys: Keys::new(&config.auth),
-            names: Names::new(&config.headers),
-            hsts: config
-                .server
-                .hsts
-                .as_ref()
-                .and_then(|h| HeaderValue::from_str(&h.header_value()).ok()),
-            hasher: Hasher::new(
-                config.auth.bcrypt_cost,
-                config.auth.bcrypt_concurrency,
-                config.auth.bcrypt_queue,
-            ),
-            routes,
-            sessions,
-            config,
-        }
-    }
-
-    /// The route for a normalized path: the longest matching prefix ([`path::route`]).
-    ///
-    /// # Errors
-    /// 400 when the path's extension makes its route ambiguous (`/admin.json` on the root
-    /// route while `/admin` is another).
-    pub fn route(&self, normalized: &str) -> Result<Option<&Route>, HttpError> {
-        path::route(normalized, &self.routes, |r| r.path_prefix.as_str())
-            .map_err(|e| HttpError::BadRequest(e.to_string()))
-    }
-
-    /// Phase 3 for a matched route: the identity, if the route looks at credentials (public
-    /// routes never do). Also refuses a method the route does not allow.
-    ///
-    /// # Errors
-    /// 405 for a method outside `route.methods`; 503 when the session store cannot answer.
-    pub async fn authenticate_for(
-        &self,
-        route: &Route,
-        method: &Method,
-        headers: &HeaderMap,
-        ctx: &mut Ctx,
-    ) -> Result<Option<Arc<Identity>>, HttpError> {
-        if !route.methods.is_empty() && !route.methods.contains(method) {
-            return Err(HttpError::MethodNotAllowed);
-        }
-        let identity = match route.auth {
-            AuthPolicy::Public => None,
-            AuthPolicy::Optional | AuthPolicy::Required => {
-                self.authenticate(headers, ctx.client_ip).await?
-            }
-        };
-        ctx.user_id = identity.as_ref().map(|i| i.user_id.to_string());
-        Ok(identity)
-    }
-
-    /// Phase 6, second half: inserts the identity headers (signed when `headers.sign` is on)
-    /// for a request `method path_and_query` as the upstream will see it.
-    pub fn inject_identity(
-        &self,
-        headers: &mut HeaderMap,
-        identity: &Identity,
-        method: &Method,
-        path_and_query: &str,
-        request_id: &str,
-    ) {
-        let signing = self
-            .config
-            .headers
-            .signing_secret
-            .as_deref()
-            .map(|key| (key, method.as_str(), path_and_query));
-        headers::inject_identity(headers, &self.names, identity, signing, request_id);
-    }
-
-    /// Whether `ip` is a configured trusted proxy.
-    pub fn is_trusted(&self, ip: IpAddr) -> bool {
-        self.config
-            .server
-            .trusted_proxies
-            .iter()
-            .any(|n| n.contains(ip))
-    }
-
-    /// The client address: the peer, or, when the peer is a trusted proxy, the right-most
-    /// untrusted address of `X-Forwarded-For`.
-    pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
-        if !self.is_trusted(peer) {
-            return peer;
-        }
-        let chain: Vec<IpAddr> = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|a| a.trim().parse().ok())
-            .collect();
-        chain
-            .into_iter()
-            .rev()
-            .find(|ip| !self.is_trusted(*ip))
-            .unwrap_or(peer)
-    }
-
-    /// Finds and checks the session presented by a request from `client_ip` (as
-    /// [`Gateway::client_ip`] determined it): `Authorization: Bearer gw_...` first, else the
-    /// session cookie. A cache miss spends the address's session-miss budget.
-    ///
-    /// # Errors
-    /// 503 when the session store cannot answer a cache miss; 429 when the address's
-    /// session-miss budget (`rate_limits.session_miss_per_ip`) is spent.
-    pub async fn authenticate(
-        &self,
-        headers: &HeaderMap,
-        client_ip: IpAddr,
-    ) -> Result<Option<Arc<Identity>>, HttpError> {
-        let Some(token) = presented_token(headers, &self.config.sessions.cookie_name) else {
-            return Ok(None);
-        };
-        let budget = || self.limits.spend_session_miss(client_ip);
-        Ok(self.sessions.validate(token, &budget).await?)
-    }
-}
-
-/// The token a request presents, and how.
-pub fn presented_token<'a>(headers: &'a HeaderMap, cookie_name: &str) -> Option<&'a str> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(headers::bearer_token)
-        .or_else(|| headers::cookie(headers, cookie_name))
-}
-
-/// Whether the request carries the session cookie (so needs the CSRF check on state changes).
-pub fn has_session_cookie(headers: &HeaderMap, cookie_name: &str) -> bool {
-    headers::cookie(headers, cookie_name).is_some()
-}
-
-/// What one worker thread keeps to itself: the shared gateway, and its own pool of upstream
-/// connections, so a request, its client connection and the upstream connection it uses all
-/// live on one thread (no cross-thread wake-ups on the request path).
-pub struct Worker {
-    pub gw: Arc<Gateway>,
-    pub upstream: Upstream,
-    metrics: RequestMetrics,
-}
-
-impl Worker {
-    pub fn new(gw: Arc<Gateway>) -> Self {
-        let upstream = Upstream::new(&gw.config.upstream);
-        Worker {
-            gw,
-            upstream,
-            metrics: RequestMetrics::default(),
-        }
-    }
-}
-
-/// The request counter and latency histogram of each (route, status), registered once per
-/// worker and reused, so the metrics registry (label allocation, hashing, its locks shared
-/// by all threads) is not on the request path. Bounded: routes come from the configuration
-/// and statuses are three digits.
-#[derive(Default)]
-struct RequestMetrics(Mutex<Vec<RouteStatus>>);
-
-/// The metric handles of one (route, status).
-struct RouteStatus {
-    route: String,
-    status: u16,
-    count: Counter,
-    latency: Histogram,
-}
-
-impl RequestMetrics {
-    fn record(&self, route: &str, status: u16, elapsed: Duration) {
-        let mut seen = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        // A few dozen entries at most: a scan is cheaper than hashing the route.
-        let index = match seen
-            .iter()
-            .position(|m| m.status == status && m.route == route)
-        {
-            Some(i) => i,
-            None => {
-                let labels = [("route", route.to_string()), ("status", status.to_string())];
-                seen.push(RouteStatus {
-                    route: route.to_string(),
-                    status,
-                    count: metrics::counter!("gateway_requests_total", &labels),
-                    latency: metrics::histogram!("gateway_request_duration_seconds", &labels),
-                });
-                seen.len() - 1
-            }
-        };
-        seen[index].count.increment(1);
-        seen[index].latency.record(elapsed.as_secs_f64());
-    }
-}
-
-/// The connection a request came in on.
-#[derive(Debug, Clone, Copy)]
-pub struct Conn {
-    pub peer: SocketAddr,
-    pub https: bool,
-}
-
-/// What the log line and the metrics need about a request, and what its answer depends on:
-/// the client's address, scheme and host as the gateway believes them.
-#[derive(Debug)]
-pub struct Ctx {
-    pub request_id: String,
-    pub route: String,
-    pub user_id: Option<String>,
-    pub client_ip: IpAddr,
-    /// Whether the client used https: the connection's scheme, or a trusted proxy's
-    /// `X-Forwarded-Proto` (set by phase 1, [`scheme_and_host`]).
-    pub https: bool,
-    /// The host the client asked for, normalized: the request's own, or a trusted proxy's
-    /// `X-Forwarded-Host`; `None` only for an HTTP/1.0 request without one (phase 1).
-    pub host: Option<Host>,
-}
 
 /// Serves one request: never fails, every error becomes its JSON response here.
 pub async fn handle(
@@ -510,42 +241,10 @@ fn check_body_length(headers: &HeaderMap, max: u64) -> Result<(), HttpError> {
     }
 }
 
-/// Applies a route's policy to the identity (or its absence).
-///
-/// # Errors
-/// [`HttpError::Unauthenticated`] (401) and [`HttpError::Forbidden`] (403).
-pub fn authorize(route: &Route, identity: Option<&Identity>) -> Result<(), HttpError> {
-    match (route.auth, identity) {
-        (AuthPolicy::Public | AuthPolicy::Optional, _) => Ok(()),
-        (AuthPolicy::Required, None) => Err(HttpError::Unauthenticated),
-        (AuthPolicy::Required, Some(id)) if !id.has_any_role(&route.roles) => {
-            Err(HttpError::Forbidden)
-        }
-        (AuthPolicy::Required, Some(_)) => Ok(()),
-    }
-}
-
-/// A top-level browser navigation: GET or HEAD that accepts HTML.
-pub fn is_browser_navigation(method: &Method, headers: &HeaderMap) -> bool {
-    (method == Method::GET || method == Method::HEAD)
-        && headers
-            .get_all(header::ACCEPT)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| v.contains("text/html"))
-}
-
-/// `/auth/login?return_to=<path and query>`: always a same-origin relative path.
-pub fn login_location(uri: &Uri) -> String {
-    let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let encoded = percent_encoding::utf8_percent_encode(target, percent_encoding::NON_ALPHANUMERIC);
-    format!("/auth/login?return_to={encoded}")
-}
-
 /// The URI the upstream receives: its base, the normalized path (less the prefix when
 /// `strip_prefix`), and the query exactly as received.
 fn upstream_uri(route: &Route, normalized: &str, query: Option<&str>) -> Result<Uri, HttpError> {
-    let target = upstream_target(route, normalized, query);
+    let target = upstream::target(route, normalized, query);
     let mut parts = route.upstream.clone().into_parts();
     parts.path_and_query = Some(
         target
@@ -553,30 +252,6 @@ fn upstream_uri(route: &Route, normalized: &str, query: Option<&str>) -> Result<
             .map_err(|_| HttpError::BadRequest("invalid request target".into()))?,
     );
     Uri::from_parts(parts).map_err(|e| HttpError::Internal(e.to_string()))
-}
-
-/// The request target (path and query) the upstream of `route` receives for a request whose
-/// normalized path is `normalized`: the upstream's base path, the normalized path (less the
-/// prefix when `strip_prefix`), and the query exactly as received.
-pub fn upstream_target(route: &Route, normalized: &str, query: Option<&str>) -> String {
-    let mut path = normalized;
-    if route.strip_prefix {
-        path = &normalized[route.path_prefix.len()..];
-    }
-    let base = route.upstream.path().trim_end_matches('/');
-    let path = if path.is_empty() { "/" } else { path };
-    let mut target =
-        String::with_capacity(base.len() + path.len() + query.map_or(0, |q| q.len() + 1));
-    target.push_str(base);
-    if !path.starts_with('/') {
-        target.push('/');
-    }
-    target.push_str(path);
-    if let Some(q) = query {
-        target.push('?');
-        target.push_str(q);
-    }
-    target
 }
 
 async fn forward(
@@ -699,23 +374,11 @@ fn forward_error(e: UpstreamError, route: &str) -> HttpError {
     }
 }
 
-/// Reads a whole request body up to `max` bytes (for the gateway's own JSON endpoints).
-///
-/// # Errors
-/// 413 over the limit, 400 when the body cannot be read.
-pub async fn read_body(body: Incoming, max: usize) -> Result<Bytes, HttpError> {
-    match Limited::new(body, max).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(HttpError::PayloadTooLarge),
-        Err(e) => Err(HttpError::BadRequest(format!(
-            "cannot read the request body: {e}"
-        ))),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::config::AuthPolicy;
 
     fn route(prefix: &str, upstream: &str, strip: bool) -> Route {
         Route {
@@ -749,16 +412,5 @@ mod tests {
             upstream_uri(&r, "/api/x", None).unwrap(),
             "http://127.0.0.1:9000/base/x"
         );
-    }
-
-    #[test]
-    fn login_location_is_relative_and_encoded() {
-        let uri: Uri = "/a/b?x=1&y=//evil".parse().unwrap();
-        let loc = login_location(&uri);
-        assert!(
-            loc.starts_with("/auth/login?return_to=%2Fa%2Fb%3Fx%3D1"),
-            "{loc}"
-        );
-        assert!(!loc.contains("//"));
     }
 }

@@ -35,13 +35,24 @@ use governor::{Quota, RateLimiter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{RateLimit, RateLimits};
-use crate::error::HttpError;
+use crate::db::DbError;
 
 /// Background tasks of the flows (code issue and mail) running at once; past it new work is
 /// dropped (and counted), while the client still gets the same answer.
 pub const MAX_BACKGROUND: usize = 256;
 
 type Keyed<K> = RateLimiter<K, DefaultKeyedStateStore<K>, DefaultClock>;
+
+/// Why an attempt was not let through.
+#[derive(Debug, thiserror::Error)]
+pub enum LimitError {
+    /// Over the limit: the wait in whole seconds (at least 1), for `Retry-After`.
+    #[error("rate limited; retry in {0:?}")]
+    Limited(Duration),
+    /// The fleet-wide count could not be read or written.
+    #[error("the fleet-wide rate limit could not be counted")]
+    Store(#[source] DbError),
+}
 
 /// A rate-limited flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,10 +157,10 @@ fn spend<K: std::hash::Hash + Eq + Clone>(
     })
 }
 
-/// The 429 for a wait of `wait` (from the fleet-wide count), counted.
-fn refused(action: Action, scope: &'static str, wait: Duration) -> HttpError {
+/// The refusal for a wait of `wait` (from the fleet-wide count), counted.
+fn refused(action: Action, scope: &'static str, wait: Duration) -> LimitError {
     count_refusal(action.as_str(), scope);
-    HttpError::RateLimited(retry_after(wait))
+    LimitError::Limited(retry_after(wait))
 }
 
 fn refusal<K: std::hash::Hash + Eq + Clone>(
@@ -157,8 +168,8 @@ fn refusal<K: std::hash::Hash + Eq + Clone>(
     key: &K,
     action: Action,
     scope: &'static str,
-) -> Result<(), HttpError> {
-    spend(limiter, key, action.as_str(), scope).map_err(HttpError::RateLimited)
+) -> Result<(), LimitError> {
+    spend(limiter, key, action.as_str(), scope).map_err(LimitError::Limited)
 }
 
 impl Limits {
@@ -202,12 +213,12 @@ impl Limits {
     /// account has it): the per-IP limit first, then the per-email one.
     ///
     /// # Errors
-    /// [`HttpError::RateLimited`] with the wait in whole seconds (at least 1), for
-    /// `Retry-After`; 503 when the fleet-wide count cannot be read.
+    /// [`LimitError::Limited`] with the wait in whole seconds (at least 1), for
+    /// `Retry-After`; [`LimitError::Store`] when the fleet-wide count cannot be read.
     ///
     /// # Security
     /// Call it before looking the email up, so known and unknown emails are limited alike.
-    pub async fn check(&self, action: Action, ip: IpAddr, email: &str) -> Result<(), HttpError> {
+    pub async fn check(&self, action: Action, ip: IpAddr, email: &str) -> Result<(), LimitError> {
         self.check_ip(action, ip).await?;
         self.check_email(action, email).await
     }
@@ -218,7 +229,7 @@ impl Limits {
     ///
     /// # Errors
     /// As [`Limits::check`].
-    pub async fn check_ip(&self, action: Action, ip: IpAddr) -> Result<(), HttpError> {
+    pub async fn check_ip(&self, action: Action, ip: IpAddr) -> Result<(), LimitError> {
         let pair = self.pair(action);
         let key = ip_key(ip);
         refusal(&pair.ip, &key, action, "ip")?;
@@ -230,7 +241,7 @@ impl Limits {
     ///
     /// # Errors
     /// As [`Limits::check`].
-    pub async fn check_email(&self, action: Action, email: &str) -> Result<(), HttpError> {
+    pub async fn check_email(&self, action: Action, email: &str) -> Result<(), LimitError> {
         let pair = self.pair(action);
         refusal(&pair.email, &email.to_string(), action, "email")?;
         self.check_fleet(action, "email", email, pair.email_limit)
@@ -244,11 +255,14 @@ impl Limits {
         scope: &'static str,
         subject: &str,
         limit: RateLimit,
-    ) -> Result<(), HttpError> {
+    ) -> Result<(), LimitError> {
         let Some(pool) = &self.inner.store else {
             return Ok(());
         };
-        match store::take(pool, action.as_str(), scope, subject, limit).await? {
+        let taken = store::take(pool, action.as_str(), scope, subject, limit)
+            .await
+            .map_err(LimitError::Store)?;
+        match taken {
             None => Ok(()),
             Some(wait) => Err(refused(action, scope, wait)),
         }
@@ -258,7 +272,7 @@ impl Limits {
     ///
     /// # Errors
     /// The database could not be asked.
-    pub async fn sweep(&self) -> Result<u64, crate::db::DbError> {
+    pub async fn sweep(&self) -> Result<u64, DbError> {
         match &self.inner.store {
             Some(pool) => store::sweep(pool).await,
             None => Ok(0),
@@ -361,7 +375,7 @@ mod tests {
             l.check(Action::Login, ip, "a@example.com").await.unwrap();
         }
         match l.check(Action::Login, ip, "a@example.com").await {
-            Err(HttpError::RateLimited(wait)) => {
+            Err(LimitError::Limited(wait)) => {
                 assert!(
                     wait >= Duration::from_secs(19) && wait <= Duration::from_secs(20),
                     "one more every 20 s: {wait:?}"
@@ -391,7 +405,7 @@ mod tests {
         let ip: IpAddr = "192.0.2.9".parse().unwrap();
         assert!(matches!(
             l.check(Action::Login, ip, "victim@example.com").await,
-            Err(HttpError::RateLimited(_))
+            Err(LimitError::Limited(_))
         ));
         assert!(
             l.check(Action::Login, ip, "other@example.com")

@@ -1,7 +1,7 @@
 //! Whether this instance wants new traffic, for the load balancers that poll `/readyz`. On
 //! SIGTERM an instance first says that it is leaving (`/readyz` answers 503) and goes on
 //! serving for `server.accept_grace`, so that the balancer takes it out of its pool while it
-//! still answers; only then does the listener close and the drain begin ([`crate::server`]).
+//! still answers; only then does the listener close and the drain begin (the server's job).
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,7 +30,7 @@ impl Readiness {
 }
 
 /// Completes `grace` after `signal` does, having marked `readiness` as leaving the moment
-/// `signal` completed: the future on which [`crate::server::Server::run`] stops accepting.
+/// `signal` completed: the future on which the server stops accepting.
 pub async fn leave_after(signal: impl Future<Output = ()>, readiness: &Readiness, grace: Duration) {
     signal.await;
     readiness.leave();

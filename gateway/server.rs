@@ -20,12 +20,57 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_rustls::TlsAcceptor;
 
-use crate::cli::Failure;
-use crate::config::{self, Config, LogFormat};
-use crate::proxy::{self, Conn, Gateway, Worker};
+use crate::app::{Conn, Gateway, Worker};
+use crate::config::{self, Config, ConfigError, LogFormat};
+use crate::db::DbError;
+use crate::mail::MailError;
+use crate::migrate::MigrateError;
 use crate::readiness::{self, Readiness};
 use crate::sessions::{self, Sessions};
-use crate::{admin, codes, db, failures, mail, migrate};
+use crate::{admin, codes, db, failures, mail, migrate, proxy};
+
+/// Why the server did not start. [`StartError::exit_code`] sorts them the way the command
+/// line reports them: 2 for what the operator must fix in the configuration or the files it
+/// names (or a database schema this binary does not expect), 1 for an operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Exit 2: problems in the configuration, each with its key.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Exit 2: TLS files that cannot be read or used; the message names the key.
+    #[error("{0}")]
+    Tls(String),
+    /// Exit 2: the mail settings cannot be used.
+    #[error(transparent)]
+    Mail(#[from] MailError),
+    /// Exit 2: the database schema is not the one this binary expects.
+    #[error(transparent)]
+    Schema(#[from] MigrateError),
+    /// Exit 1: the database pool cannot be built.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// Exit 1: a listener cannot be bound.
+    #[error("{key}: cannot listen on {addr}: {source}")]
+    Bind {
+        key: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl StartError {
+    /// The process exit code for this failure (see the type's documentation).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            StartError::Config(_)
+            | StartError::Tls(_)
+            | StartError::Mail(_)
+            | StartError::Schema(_) => 2,
+            StartError::Db(_) | StartError::Bind { .. } => 1,
+        }
+    }
+}
 
 /// A gateway whose listeners are bound and whose checks have passed.
 pub struct Server {
@@ -41,27 +86,17 @@ impl Server {
     /// binds both listeners.
     ///
     /// # Errors
-    /// Exit-2 failures for bad configuration, unreadable TLS files or an unexpected schema;
-    /// exit-1 failures for listeners that cannot be bound.
-    pub async fn bind(config: Config) -> Result<Server, Failure> {
-        let problems = config.serve_problems();
-        if !problems.is_empty() {
-            let list: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
-            return Err(Failure::config(format!(
-                "invalid configuration:\n{}",
-                list.join("\n")
-            )));
-        }
+    /// [`StartError`]: bad configuration, unreadable TLS files or an unexpected schema (exit
+    /// 2); listeners that cannot be bound (exit 1).
+    pub async fn bind(config: Config) -> Result<Server, StartError> {
+        config.check_serve()?;
         let tls = match &config.server.tls {
             Some(files) => Some(tls_acceptor(files)?),
             None => None,
         };
-        let mailer = mail::Mailer::start(&config.mail, config.branding.name.as_deref())
-            .map_err(Failure::config)?;
+        let mailer = mail::Mailer::start(&config.mail, config.branding.name.as_deref())?;
         let pool = db::connect(&config.database)?;
-        migrate::ensure_current(&pool)
-            .await
-            .map_err(Failure::config)?;
+        migrate::ensure_current(&pool).await?;
         let public = bind(config.server.listen, "server.listen").await?;
         let admin = bind(config.server.admin_listen, "server.admin_listen").await?;
         admin::install_metrics();
@@ -397,30 +432,30 @@ fn connection_builder(cfg: &config::Server) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-async fn bind(addr: SocketAddr, key: &str) -> Result<TcpListener, Failure> {
+async fn bind(addr: SocketAddr, key: &'static str) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr)
         .await
-        .map_err(|e| Failure::op(format!("{key}: cannot listen on {addr}: {e}")))
+        .map_err(|source| StartError::Bind { key, addr, source })
 }
 
-fn tls_acceptor(files: &config::TlsFiles) -> Result<TlsAcceptor, Failure> {
+fn tls_acceptor(files: &config::TlsFiles) -> Result<TlsAcceptor, StartError> {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
         .map_err(|e| {
-            Failure::config(format!(
+            StartError::Tls(format!(
                 "server.tls_cert: cannot read {}: {e}",
                 files.cert.display()
             ))
         })?;
     if certs.is_empty() {
-        return Err(Failure::config(format!(
+        return Err(StartError::Tls(format!(
             "server.tls_cert: no certificate in {}",
             files.cert.display()
         )));
     }
     let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| {
-        Failure::config(format!(
+        StartError::Tls(format!(
             "server.tls_key: cannot read {}: {e}",
             files.key.display()
         ))
@@ -428,11 +463,11 @@ fn tls_acceptor(files: &config::TlsFiles) -> Result<TlsAcceptor, Failure> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| Failure::config(format!("server.tls_cert: {e}")))?
+        .map_err(|e| StartError::Tls(format!("server.tls_cert: {e}")))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|e| {
-            Failure::config(format!(
+            StartError::Tls(format!(
                 "server.tls_key: does not match server.tls_cert or is unusable: {e}"
             ))
         })?;
@@ -461,7 +496,7 @@ pub fn init_logging(cfg: &config::Log) -> tracing_appender::non_blocking::Worker
 ///
 /// # Errors
 /// Whatever [`Server::bind`] refuses.
-pub async fn serve(config: Config) -> Result<(), Failure> {
+pub async fn serve(config: Config) -> Result<(), StartError> {
     let _log_guard = init_logging(&config.log);
     let server = Server::bind(config).await?;
     server.run(shutdown_signal()).await;

@@ -161,7 +161,7 @@ pub enum SessionError {
 
 /// What a cache miss may cost the client that causes it: called once, just before the
 /// query, by the request that runs it; `Err(wait)` refuses the query. The gateway passes
-/// [`crate::ratelimit::Limits::spend_session_miss`] for the client's address.
+/// the rate limits' session-miss budget (`Limits::spend_session_miss`) for the client's address.
 pub type MissBudget<'a> = &'a (dyn Fn() -> Result<(), Duration> + Sync);
 
 /// Why a load failed (the error type of the coalesced load).

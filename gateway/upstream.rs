@@ -11,8 +11,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::config;
-use crate::proxy::Body;
+use crate::body::Body;
+use crate::config::{self, Route};
 
 /// Why forwarding failed.
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +101,30 @@ impl Upstream {
             Ok(Err(e)) => Err(classify(&e)),
         }
     }
+}
+
+/// The request target (path and query) the upstream of `route` receives for a request whose
+/// normalized path is `normalized`: the upstream's base path, the normalized path (less the
+/// prefix when `strip_prefix`), and the query exactly as received.
+pub fn target(route: &Route, normalized: &str, query: Option<&str>) -> String {
+    let mut path = normalized;
+    if route.strip_prefix {
+        path = &normalized[route.path_prefix.len()..];
+    }
+    let base = route.upstream.path().trim_end_matches('/');
+    let path = if path.is_empty() { "/" } else { path };
+    let mut target =
+        String::with_capacity(base.len() + path.len() + query.map_or(0, |q| q.len() + 1));
+    target.push_str(base);
+    if !path.starts_with('/') {
+        target.push('/');
+    }
+    target.push_str(path);
+    if let Some(q) = query {
+        target.push('?');
+        target.push_str(q);
+    }
+    target
 }
 
 fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {

@@ -9,29 +9,13 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::flows::check_new_password;
-use super::{clear_cookie, json_response, read_json, require_identity, require_same_origin};
+use crate::app::{Ctx, Gateway};
+use crate::body::{Body, Incoming};
 use crate::error::HttpError;
-use crate::proxy::{Body, Ctx, Gateway, Incoming};
+use crate::http::json::{read as read_json, response as json_response};
 use crate::ratelimit::Action;
 use crate::sessions::{self, Identity};
-use crate::{headers, users};
-
-/// Refuses a cross-site state change made with the session cookie; a request authenticated
-/// by `Authorization: Bearer` is not a browser's ambient credential and passes.
-///
-/// # Errors
-/// [`HttpError::CrossOrigin`] (403).
-pub fn check_csrf(gw: &Gateway, headers: &HeaderMap) -> Result<(), HttpError> {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(headers::bearer_token)
-        .is_some();
-    if bearer {
-        return Ok(());
-    }
-    require_same_origin(gw, headers)
-}
+use crate::users;
 
 /// The identity of a state-changing request: the CSRF check first (403), then authenticated
 /// (401).
@@ -40,8 +24,8 @@ async fn changer(
     headers: &HeaderMap,
     ctx: &mut Ctx,
 ) -> Result<std::sync::Arc<Identity>, HttpError> {
-    check_csrf(gw, headers)?;
-    require_identity(gw, headers, ctx).await
+    gw.check_csrf(headers)?;
+    gw.require_identity(headers, ctx).await
 }
 
 /// `POST /auth/password/change`.
@@ -108,7 +92,7 @@ pub async fn list_sessions(
     req: Request<Incoming>,
     ctx: &mut Ctx,
 ) -> Result<Response<Body>, HttpError> {
-    let identity = require_identity(gw, req.headers(), ctx).await?;
+    let identity = gw.require_identity(req.headers(), ctx).await?;
     let list = sessions::list(gw.sessions.pool(), &identity.user_id).await?;
     let rows: Vec<serde_json::Value> = list
         .into_iter()
@@ -159,7 +143,7 @@ pub async fn revoke_session(
     let mut resp = json_response(StatusCode::OK, &json!({"revoked": true}));
     if id == identity.session_id {
         resp.headers_mut()
-            .append(header::SET_COOKIE, clear_cookie(gw, ctx));
+            .append(header::SET_COOKIE, gw.clear_cookie(ctx));
     }
     Ok(resp)
 }

@@ -12,17 +12,21 @@
 //! its `INSERT` there too (a taken address fails the `INSERT` without a commit, measurably
 //! faster), and a taken address gets an "account exists" mail instead of a code.
 
-use http::{HeaderMap, Method, Request, Response, StatusCode, header};
+use http::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{json_response, read_json, require_same_origin, session_meta, start_session};
+use super::{session_meta, start_session};
+use crate::app::{Ctx, Gateway};
+use crate::body::{Body, Incoming};
 use crate::codes::{self, Purpose, Redeemed};
 use crate::db::DbError;
 use crate::error::HttpError;
+use crate::http::form::is_form;
+use crate::http::json::{read as read_json, response as json_response};
+use crate::http::{self as web, accepts_html, paths};
 use crate::mail::{self, Mailer, compose};
 use crate::pages::{self, forms};
-use crate::proxy::{Body, Ctx, Gateway, Incoming};
 use crate::ratelimit::Action;
 use crate::redirect::safe_return_to;
 use crate::{config, failures, password, users};
@@ -158,8 +162,8 @@ impl Background {
             format!(
                 "{}{}?{}",
                 self.origin,
-                pages::VERIFY_EMAIL_PAGE,
-                pages::query(&[("email", &email)])
+                paths::VERIFY_EMAIL_PAGE,
+                web::query(&[("email", &email)])
             )
         });
         self.send(
@@ -447,7 +451,7 @@ pub async fn otp_verify(
     req: Request<Incoming>,
     ctx: &mut Ctx,
 ) -> Result<Response<Body>, HttpError> {
-    require_same_origin(gw, req.headers())?;
+    gw.require_same_origin(req.headers())?;
     let headers = req.headers().clone();
     let input: OtpVerifyInput = read_json(req).await?;
     match do_otp_verify(gw, ctx, &input).await? {
@@ -570,9 +574,9 @@ pub async fn magic_consume(
     token: &str,
 ) -> Result<Response<Body>, HttpError> {
     let headers = req.headers().clone();
-    let browser = forms::is_form(&headers) || accepts_html(&headers);
+    let browser = is_form(&headers) || accepts_html(&headers);
     let outcome = async {
-        require_same_origin(gw, &headers)?;
+        gw.require_same_origin(&headers)?;
         gw.limits.check_ip(Action::OtpVerify, ctx.client_ip).await?;
         let login = do_magic_consume(gw, ctx, token).await?;
         let meta = session_meta(&headers, ctx, None);
@@ -590,14 +594,6 @@ pub async fn magic_consume(
         }
         Err(e) => Err(e),
     }
-}
-
-fn accepts_html(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.contains("text/html"))
 }
 
 /// The token of `/auth/magic/{token}` (one path segment), if `endpoint` is such a path.
@@ -674,7 +670,7 @@ pub async fn password_reset(
     req: Request<Incoming>,
     ctx: &mut Ctx,
 ) -> Result<Response<Body>, HttpError> {
-    require_same_origin(gw, req.headers())?;
+    gw.require_same_origin(req.headers())?;
     let input: ResetInput = read_json(req).await?;
     let revoked = do_password_reset(gw, ctx, &input).await?;
     Ok(json_response(

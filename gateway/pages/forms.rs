@@ -3,74 +3,25 @@
 //! with the error's status and its public (generic) message. Every one passes the CSRF check
 //! first: browsers send `Origin` with a form POST.
 
-use http::{HeaderMap, Request, Response, header};
+use http::{Request, Response, header};
 
 use super::{
-    MAGIC_SENT_PAGE, Message, OTP_PAGE, RESET_CONFIRM_PAGE, VERIFY_EMAIL_PAGE, html, login_page,
-    otp_page, query, register_page, reset_confirm_page, reset_request_page, see_other,
-    verify_email_page,
+    Message, html, login_page, otp_page, register_page, reset_confirm_page, reset_request_page,
+    see_other, verify_email_page,
 };
+use crate::app::{Ctx, Gateway};
+use crate::body::{Body, Incoming};
 use crate::config::Branding;
 use crate::endpoints::flows::{
     self, MagicRequestInput, OtpRequestInput, OtpVerifyInput, RegisterInput, ResetInput, Verified,
 };
-use crate::endpoints::{self, require_same_origin, session_meta};
+use crate::endpoints::{self, session_meta};
 use crate::error::HttpError;
-use crate::proxy::{self, Body, Ctx, Gateway, Incoming};
+use crate::http::form::{self, Form};
+use crate::http::paths::{MAGIC_SENT_PAGE, OTP_PAGE, RESET_CONFIRM_PAGE, VERIFY_EMAIL_PAGE};
+use crate::http::query;
 use crate::redirect::safe_return_to;
 use crate::sessions::NewSession;
-
-/// Largest form body read.
-const MAX_FORM_BYTES: usize = 16 * 1024;
-
-/// Whether the request body is an HTML form (`application/x-www-form-urlencoded`).
-pub fn is_form(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| {
-            v.trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        })
-}
-
-/// A decoded form: its fields in order.
-#[derive(Debug, Default)]
-pub struct Form {
-    fields: Vec<(String, String)>,
-}
-
-impl Form {
-    /// Decodes `application/x-www-form-urlencoded` bytes.
-    pub fn parse(bytes: &[u8]) -> Self {
-        Form {
-            fields: form_urlencoded::parse(bytes).into_owned().collect(),
-        }
-    }
-
-    /// The first value of a field, if present.
-    pub fn field(&self, name: &str) -> Option<&str> {
-        self.fields
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The first value of a field, or `""`.
-    pub fn get(&self, name: &str) -> &str {
-        self.field(name).unwrap_or_default()
-    }
-}
-
-/// Reads a form body.
-///
-/// # Errors
-/// 413 over 16 KiB, 400 when the body cannot be read.
-pub async fn read(req: Request<Incoming>) -> Result<Form, HttpError> {
-    let bytes = proxy::read_body(req.into_body(), MAX_FORM_BYTES).await?;
-    Ok(Form::parse(&bytes))
-}
 
 /// The page again after a failed post: the error's status, its public message (a rate limit
 /// says how long to wait) and its `Retry-After`; the internal cause, if any, goes to the log
@@ -97,19 +48,15 @@ pub fn failed(
 /// `303` to `location` with the new session's cookie.
 pub fn signed_in(gw: &Gateway, ctx: &Ctx, location: &str, session: &NewSession) -> Response<Body> {
     let mut resp = see_other(location);
-    resp.headers_mut().append(
-        header::SET_COOKIE,
-        endpoints::session_cookie(gw, ctx, session),
-    );
+    resp.headers_mut()
+        .append(header::SET_COOKIE, gw.session_cookie(ctx, session));
     resp
 }
 
-/// The CSRF check ([`check_origin`]), then the form.
-///
-/// [`check_origin`]: crate::endpoints::check_origin
+/// The CSRF check ([`Gateway::require_same_origin`]), then the form.
 async fn checked_form(gw: &Gateway, req: Request<Incoming>) -> Result<Form, HttpError> {
-    require_same_origin(gw, req.headers())?;
-    read(req).await
+    gw.require_same_origin(req.headers())?;
+    form::read(req).await
 }
 
 /// `path?email=…&return_to=…`, the pages that follow an emailed code or link.
@@ -285,40 +232,6 @@ pub async fn password_reset(gw: &Gateway, req: Request<Incoming>, ctx: &mut Ctx)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
-
-    #[test]
-    fn form_content_type_is_recognized() {
-        let mut h = HeaderMap::new();
-        assert!(!is_form(&h));
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("Application/X-WWW-Form-Urlencoded; charset=UTF-8"),
-        );
-        assert!(is_form(&h));
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        assert!(!is_form(&h));
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("multipart/form-data; boundary=x"),
-        );
-        assert!(!is_form(&h));
-    }
-
-    #[test]
-    fn forms_decode_plus_and_percent() {
-        let f = Form::parse(
-            b"email=a%2Bb%40x.com&password=p+w%26d&return_to=%2Fapp%3Fx%3D1&email=second",
-        );
-        assert_eq!(f.get("email"), "a+b@x.com");
-        assert_eq!(f.get("password"), "p w&d");
-        assert_eq!(f.get("return_to"), "/app?x=1");
-        assert_eq!(f.field("missing"), None);
-        assert_eq!(f.get("missing"), "");
-    }
 
     #[test]
     fn failures_render_the_page_with_status_and_retry_after() {

@@ -11,11 +11,13 @@ use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
-use super::{Ctx, Gateway, Incoming, authorize, presented_token};
+use crate::app::authenticate::presented_token;
+use crate::app::authorize::authorize;
+use crate::app::{Ctx, Gateway};
+use crate::body::Incoming;
 use crate::config::{AuthPolicy, Route};
-use crate::endpoints;
 use crate::error::HttpError;
-use crate::headers;
+use crate::http::origin;
 use crate::ratelimit::Limits;
 use crate::sessions::Sessions;
 
@@ -49,19 +51,14 @@ pub fn is_upgrade(req: &Request<Incoming>) -> bool {
 /// # Errors
 /// [`HttpError::CrossOrigin`] (403): another origin, or none, with the session cookie.
 pub fn check_origin(gw: &Gateway, route: &Route, headers: &HeaderMap) -> Result<(), HttpError> {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(headers::bearer_token)
-        .is_some();
-    if route.auth == AuthPolicy::Public || bearer {
+    if route.auth == AuthPolicy::Public || origin::has_bearer(headers) {
         return Ok(());
     }
     let server = &gw.config.server;
     let allowed: Vec<&str> = std::iter::once(server.public_url.origin.as_str())
         .chain(server.websocket_origins.iter().map(String::as_str))
         .collect();
-    endpoints::check_origin_among(headers, &allowed, &gw.config.sessions.cookie_name)
+    origin::check_among(headers, &allowed, &gw.config.sessions.cookie_name)
 }
 
 /// The session behind an authenticated tunnel, re-validated every `sessions.tunnel_recheck`

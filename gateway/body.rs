@@ -1,26 +1,46 @@
-//! The client's request body as every phase sees it: hyper's body, plus what happens to the
-//! part nobody read. An answer given before the body was read (a refusal, a redirect) would
-//! otherwise end an HTTP/2 stream with `RST_STREAM(NO_ERROR)` while the client is still
-//! sending, which RFC 9113 section 8.1 allows but some clients (curl 7.88) take as a failure,
-//! losing the answer. So an unread body is read and discarded in the background, up to
-//! [`DRAIN_MAX_BYTES`] within [`DRAIN_DEADLINE`], while the answer goes out: the client
-//! finishes its upload and the stream ends cleanly. Past either bound the body is dropped.
+//! The bodies of the request path: [`Body`], every response body the gateway produces or
+//! relays (and every request body it sends upstream), and [`Incoming`], the client's request
+//! body as every phase sees it: hyper's body, plus what happens to the part nobody read.
+//!
+//! An answer given before the body was read (a refusal, a redirect) would otherwise end an
+//! HTTP/2 stream with `RST_STREAM(NO_ERROR)` while the client is still sending, which RFC 9113
+//! section 8.1 allows but some clients (curl 7.88) take as a failure, losing the answer. So an
+//! unread body is read and discarded in the background, up to [`DRAIN_MAX_BYTES`] within
+//! [`DRAIN_DEADLINE`], while the answer goes out: the client finishes its upload and the stream
+//! ends cleanly. Past either bound the body is dropped.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::BodyExt;
-use hyper::body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::{Body as _, Frame, SizeHint};
+
+/// Boxed errors of streamed bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// Every response body the gateway produces or relays.
+pub type Body = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+
+/// A complete body.
+pub fn full(data: impl Into<Bytes>) -> Body {
+    Full::new(data.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// An empty body.
+pub fn empty() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed()
+}
 
 /// Most bytes of an unread body read and discarded after the answer.
 pub const DRAIN_MAX_BYTES: usize = 1024 * 1024;
 /// Longest time spent reading an unread body after the answer.
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(2);
 
-/// A request body (see the module comment): read it like any [`Body`]; dropped unread, it is
-/// drained in the background within bounds.
+/// A request body (see the module comment): read it like any [`hyper::body::Body`]; dropped
+/// unread, it is drained in the background within bounds.
 #[derive(Debug)]
 pub struct Incoming(Option<hyper::body::Incoming>);
 
@@ -30,7 +50,7 @@ impl Incoming {
     }
 }
 
-impl Body for Incoming {
+impl hyper::body::Body for Incoming {
     type Data = Bytes;
     type Error = hyper::Error;
 
@@ -45,13 +65,13 @@ impl Body for Incoming {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.0.as_ref().is_none_or(Body::is_end_stream)
+        self.0.as_ref().is_none_or(hyper::body::Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
         self.0
             .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+            .map_or_else(|| SizeHint::with_exact(0), hyper::body::Body::size_hint)
     }
 }
 
