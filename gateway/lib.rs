@@ -43,6 +43,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod auth;
 pub mod body;
 pub mod cli;
 pub mod clock;

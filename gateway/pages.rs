@@ -5,21 +5,15 @@
 //! beyond the inline stylesheet is the configured logo. The form posts they make are handled
 //! in [`forms`].
 
-pub mod forms;
-
 use std::fmt::Write as _;
 
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderValue, Response, StatusCode, header};
 
-use crate::app::{Ctx, Gateway};
-use crate::body::{Body, Incoming, full};
+use crate::body::{Body, full};
 use crate::config::Branding;
-use crate::error::HttpError;
 use crate::html::escape;
-use crate::http::paths::{
-    MAGIC_SENT_PAGE, OTP_PAGE, REGISTER_PAGE, RESET_CONFIRM_PAGE, VERIFY_EMAIL_PAGE,
-};
-use crate::http::{query, query_param};
+use crate::http::paths::REGISTER_PAGE;
+use crate::http::query;
 use crate::redirect::safe_return_to;
 
 /// Nothing but the inline stylesheet, and forms that post back to the gateway. With a
@@ -451,7 +445,7 @@ pub fn signed_in_page(brand: &Branding, email: &str, roles: &[String]) -> String
 
 /// The fixed notices `?notice=` may ask for; anything else shows nothing, so a link cannot
 /// put words on our page.
-fn notice(key: Option<&str>) -> Message<'static> {
+pub fn notice(key: Option<&str>) -> Message<'static> {
     match key {
         Some("password_reset") => {
             Message::Notice("your password was changed; sign in with the new one")
@@ -459,54 +453,6 @@ fn notice(key: Option<&str>) -> Message<'static> {
         Some("signed_out") => Message::Notice("you are signed out"),
         _ => Message::None,
     }
-}
-
-/// Serves the pages under `GET /auth`: `/auth` ("signed in as"), `/auth/login`,
-/// `/auth/register`, `/auth/register/confirm`, `/auth/otp`, `/auth/magic`, `/auth/reset`,
-/// `/auth/reset/confirm` and `/auth/logout`.
-///
-/// # Errors
-/// 404 for another path; 503 when the session store cannot answer.
-pub async fn get(
-    gw: &Gateway,
-    req: &Request<Incoming>,
-    endpoint: &str,
-    ctx: &mut Ctx,
-) -> Result<Response<Body>, HttpError> {
-    let uri = req.uri();
-    let brand = &gw.config.branding;
-    let param = |name| query_param(uri, name).unwrap_or_default();
-    let page = match endpoint {
-        "/auth" => match gw.authenticate(req.headers(), ctx.client_ip).await? {
-            Some(id) => {
-                ctx.user_id = Some(id.user_id.to_string());
-                signed_in_page(brand, &id.email, &id.roles.names)
-            }
-            None => {
-                return Ok(see_other(&format!(
-                    "/auth/login?{}",
-                    query(&[("return_to", "/auth/")])
-                )));
-            }
-        },
-        "/auth/login" => login_page(
-            brand,
-            &param("return_to"),
-            "",
-            notice(query_param(uri, "notice").as_deref()),
-        ),
-        REGISTER_PAGE => register_page(brand, "", &param("return_to"), Message::None),
-        VERIFY_EMAIL_PAGE => {
-            verify_email_page(brand, &param("email"), &param("return_to"), Message::None)
-        }
-        OTP_PAGE => otp_page(brand, &param("email"), &param("return_to"), Message::None),
-        MAGIC_SENT_PAGE => magic_sent_page(brand, &param("email"), &param("return_to")),
-        "/auth/reset" => reset_request_page(brand, "", Message::None),
-        RESET_CONFIRM_PAGE => reset_confirm_page(brand, &param("email"), Message::None),
-        "/auth/logout" => logout_page(brand),
-        _ => return Err(HttpError::NotFound),
-    };
-    Ok(html(brand, StatusCode::OK, page))
 }
 
 #[cfg(test)]

@@ -1,27 +1,78 @@
-//! Form posts from the pages (`application/x-www-form-urlencoded`). Each one runs the same
-//! core as its JSON endpoint and answers `303 See Other` on success, or the same page again
-//! with the error's status and its public (generic) message. Every one passes the CSRF check
-//! first: browsers send `Origin` with a form POST.
+//! The HTML front end under `/auth`: the pages a browser gets (`GET`, rendered by
+//! [`crate::pages`]) and the form posts they make (`application/x-www-form-urlencoded`). Each
+//! post runs the same flow in [`crate::auth`] as its JSON endpoint and answers `303 See Other`
+//! on success, or the same page again with the error's status and its public (generic)
+//! message. Every one passes the CSRF check first: browsers send `Origin` with a form POST.
 
-use http::{Request, Response, header};
+use http::{Request, Response, StatusCode, header};
 
-use super::{
-    Message, html, login_page, otp_page, register_page, reset_confirm_page, reset_request_page,
-    see_other, verify_email_page,
-};
 use crate::app::{Ctx, Gateway};
+use crate::auth::code::{self, Verified};
+use crate::auth::{self, account, magic, password, register, reset};
 use crate::body::{Body, Incoming};
+use crate::codes;
 use crate::config::Branding;
-use crate::endpoints::flows::{
-    self, MagicRequestInput, OtpRequestInput, OtpVerifyInput, RegisterInput, ResetInput, Verified,
-};
-use crate::endpoints::{self, session_meta};
 use crate::error::HttpError;
 use crate::http::form::{self, Form};
-use crate::http::paths::{MAGIC_SENT_PAGE, OTP_PAGE, RESET_CONFIRM_PAGE, VERIFY_EMAIL_PAGE};
-use crate::http::query;
+use crate::http::paths::{
+    MAGIC_SENT_PAGE, OTP_PAGE, REGISTER_PAGE, RESET_CONFIRM_PAGE, VERIFY_EMAIL_PAGE,
+};
+use crate::http::{query, query_param};
+use crate::pages::{
+    Message, html, login_page, logout_page, magic_confirm, magic_sent_page, notice, otp_page,
+    register_page, reset_confirm_page, reset_request_page, see_other, signed_in_page,
+    verify_email_page,
+};
 use crate::redirect::safe_return_to;
 use crate::sessions::NewSession;
+
+/// Serves the pages under `GET /auth`: `/auth` ("signed in as"), `/auth/login`,
+/// `/auth/register`, `/auth/register/confirm`, `/auth/otp`, `/auth/magic`, `/auth/reset`,
+/// `/auth/reset/confirm` and `/auth/logout`.
+///
+/// # Errors
+/// 404 for another path; 503 when the session store cannot answer.
+pub async fn page(
+    gw: &Gateway,
+    req: &Request<Incoming>,
+    endpoint: &str,
+    ctx: &mut Ctx,
+) -> Result<Response<Body>, HttpError> {
+    let uri = req.uri();
+    let brand = &gw.config.branding;
+    let param = |name| query_param(uri, name).unwrap_or_default();
+    let page = match endpoint {
+        "/auth" => match gw.authenticate(req.headers(), ctx.client_ip).await? {
+            Some(id) => {
+                ctx.user_id = Some(id.user_id.to_string());
+                signed_in_page(brand, &id.email, &id.roles.names)
+            }
+            None => {
+                return Ok(see_other(&format!(
+                    "/auth/login?{}",
+                    query(&[("return_to", "/auth/")])
+                )));
+            }
+        },
+        "/auth/login" => login_page(
+            brand,
+            &param("return_to"),
+            "",
+            notice(query_param(uri, "notice").as_deref()),
+        ),
+        REGISTER_PAGE => register_page(brand, "", &param("return_to"), Message::None),
+        VERIFY_EMAIL_PAGE => {
+            verify_email_page(brand, &param("email"), &param("return_to"), Message::None)
+        }
+        OTP_PAGE => otp_page(brand, &param("email"), &param("return_to"), Message::None),
+        MAGIC_SENT_PAGE => magic_sent_page(brand, &param("email"), &param("return_to")),
+        "/auth/reset" => reset_request_page(brand, "", Message::None),
+        RESET_CONFIRM_PAGE => reset_confirm_page(brand, &param("email"), Message::None),
+        "/auth/logout" => logout_page(brand),
+        _ => return Err(HttpError::NotFound),
+    };
+    Ok(html(brand, StatusCode::OK, page))
+}
 
 /// The page again after a failed post: the error's status, its public message (a rate limit
 /// says how long to wait) and its `Retry-After`; the internal cause, if any, goes to the log
@@ -69,7 +120,7 @@ fn page_for(path: &str, email: &str, return_to: &str) -> String {
 
 /// The address as the flows store it, or as typed when it is malformed (then only shown).
 fn shown_email(email: &str) -> String {
-    flows::email_of(email).unwrap_or_else(|_| email.to_string())
+    auth::email_of(email).unwrap_or_else(|_| email.to_string())
 }
 
 /// `POST /auth/login` as a form (`email`, `password`, `return_to`): `303` to
@@ -84,7 +135,7 @@ pub async fn login(gw: &Gateway, req: Request<Incoming>, ctx: &mut Ctx) -> Respo
     };
     let return_to = safe_return_to(form.field("return_to"));
     let email = form.get("email");
-    match endpoints::password_login(gw, &headers, ctx, email, form.get("password"), None).await {
+    match password::login(gw, &headers, ctx, email, form.get("password"), None).await {
         Ok((_, session)) => signed_in(gw, ctx, &return_to, &session),
         Err(e) => failed(brand, ctx, e, |m| login_page(brand, &return_to, email, m)),
     }
@@ -92,7 +143,7 @@ pub async fn login(gw: &Gateway, req: Request<Incoming>, ctx: &mut Ctx) -> Respo
 
 /// `POST /auth/register` as a form (`email`, `password`, `return_to`): `303` to the
 /// verification page, whether the address was free or taken (the core,
-/// [`flows::do_register`], does the same work either way); a malformed email, a weak password
+/// [`register::register`], does the same work either way); a malformed email, a weak password
 /// or a rate limit shows the form again.
 pub async fn register(gw: &Gateway, req: Request<Incoming>, ctx: &mut Ctx) -> Response<Body> {
     let brand = &gw.config.branding;
@@ -102,11 +153,11 @@ pub async fn register(gw: &Gateway, req: Request<Incoming>, ctx: &mut Ctx) -> Re
     };
     let email = form.get("email");
     let return_to = safe_return_to(form.field("return_to"));
-    let input = RegisterInput {
+    let input = register::RegisterInput {
         email: email.to_string(),
         password: form.get("password").to_string(),
     };
-    match flows::do_register(gw, ctx, input).await {
+    match register::register(gw, ctx, input).await {
         Ok(()) => see_other(&page_for(
             VERIFY_EMAIL_PAGE,
             &shown_email(email),
@@ -135,11 +186,11 @@ pub async fn otp_request(gw: &Gateway, req: Request<Incoming>, ctx: &mut Ctx) ->
         "verify_email" => verify_email_page(brand, email, &return_to, m),
         _ => login_page(brand, &return_to, email, m),
     };
-    let input = OtpRequestInput {
+    let input = code::RequestInput {
         email: email.to_string(),
         purpose: purpose.to_string(),
     };
-    if let Err(e) = flows::do_otp_request(gw, ctx, input).await {
+    if let Err(e) = code::request(gw, ctx, input).await {
         return failed(brand, ctx, e, render);
     }
     let email = shown_email(email);
@@ -166,7 +217,7 @@ pub async fn otp_verify(gw: &Gateway, req: Request<Incoming>, ctx: &mut Ctx) -> 
     };
     let email = form.get("email");
     let return_to = safe_return_to(form.field("return_to"));
-    let input = OtpVerifyInput {
+    let input = code::VerifyInput {
         email: email.to_string(),
         code: form.get("code").to_string(),
         purpose: form.get("purpose").to_string(),
@@ -174,9 +225,8 @@ pub async fn otp_verify(gw: &Gateway, req: Request<Incoming>, ctx: &mut Ctx) -> 
     };
     let outcome = async {
         let (Verified::Login(user) | Verified::EmailVerified(user)) =
-            flows::do_otp_verify(gw, ctx, &input).await?;
-        let meta = session_meta(&headers, ctx, None);
-        let session = gw.sessions.create(&user.id, &meta).await?;
+            code::verify(gw, ctx, &input).await?;
+        let session = auth::start_session(gw, ctx, &headers, &user, None).await?;
         Ok::<_, HttpError>(signed_in(gw, ctx, &return_to, &session))
     }
     .await;
@@ -199,11 +249,11 @@ pub async fn magic_request(gw: &Gateway, req: Request<Incoming>, ctx: &mut Ctx) 
     };
     let email = form.get("email");
     let return_to = safe_return_to(form.field("return_to"));
-    let input = MagicRequestInput {
+    let input = magic::RequestInput {
         email: email.to_string(),
         return_to: Some(return_to.clone()),
     };
-    match flows::do_magic_request(gw, ctx, input).await {
+    match magic::request(gw, ctx, input).await {
         Ok(()) => see_other(&page_for(MAGIC_SENT_PAGE, &shown_email(email), &return_to)),
         Err(e) => failed(brand, ctx, e, |m| login_page(brand, &return_to, email, m)),
     }
@@ -218,15 +268,71 @@ pub async fn password_reset(gw: &Gateway, req: Request<Incoming>, ctx: &mut Ctx)
         Err(e) => return failed(brand, ctx, e, |m| reset_confirm_page(brand, "", m)),
     };
     let email = form.get("email");
-    let input = ResetInput {
+    let input = reset::ResetInput {
         email: email.to_string(),
         code: form.get("code").to_string(),
         new_password: form.get("new_password").to_string(),
     };
-    match flows::do_password_reset(gw, ctx, &input).await {
+    match reset::reset(gw, ctx, &input).await {
         Ok(_) => see_other("/auth/login?notice=password_reset"),
         Err(e) => failed(brand, ctx, e, |m| reset_confirm_page(brand, email, m)),
     }
+}
+
+/// `GET /auth/magic/{token}`: the confirm page, whose button POSTs the token back. It reads
+/// and changes nothing: mail scanners prefetch links.
+///
+/// # Errors
+/// 404 for a path segment that is not shaped like a token.
+pub fn magic_page(gw: &Gateway, token: &str) -> Result<Response<Body>, HttpError> {
+    if !codes::is_link_token(token) {
+        return Err(HttpError::NotFound);
+    }
+    Ok(magic_confirm(&gw.config.branding, token))
+}
+
+/// `POST /auth/magic/{token}` from a browser (a form post, or `Accept: text/html`): consumes
+/// the link, opens a session, sets the cookie and answers 303 to the stored `return_to`; a
+/// failure answers the sign-in page with the error, whose "email me a link" asks for a new
+/// one.
+pub async fn magic_consume(
+    gw: &Gateway,
+    req: Request<Incoming>,
+    ctx: &mut Ctx,
+    token: &str,
+) -> Response<Body> {
+    let headers = req.headers().clone();
+    let outcome = async {
+        gw.require_same_origin(&headers)?;
+        let login = magic::consume(gw, ctx, token).await?;
+        let session = auth::start_session(gw, ctx, &headers, &login.user, None).await?;
+        Ok::<_, HttpError>((login.return_to, session))
+    }
+    .await;
+    match outcome {
+        Ok((return_to, session)) => signed_in(gw, ctx, &return_to, &session),
+        Err(e) => {
+            let brand = &gw.config.branding;
+            failed(brand, ctx, e, |m| login_page(brand, "/", "", m))
+        }
+    }
+}
+
+/// `POST /auth/logout` as the sign-out form: revokes this session if there is one, removes
+/// the cookie, sends `Clear-Site-Data` and answers `303` to the sign-in page.
+///
+/// # Errors
+/// 403 cross-origin (as JSON: the form is not shown again), 503.
+pub async fn logout(
+    gw: &Gateway,
+    req: Request<Incoming>,
+    ctx: &mut Ctx,
+) -> Result<Response<Body>, HttpError> {
+    gw.require_same_origin(req.headers())?;
+    account::logout(gw, req.headers(), ctx).await?;
+    let mut resp = see_other("/auth/login?notice=signed_out");
+    super::api::signed_out(gw, ctx, &mut resp);
+    Ok(resp)
 }
 
 #[cfg(test)]
