@@ -158,18 +158,18 @@ impl Gateway {
     /// Whether the session cookie gets `Secure`: when `server.public_url` is https or the
     /// client used https (as the connection or a trusted proxy's `X-Forwarded-Proto` says),
     /// so a session cookie never travels over plain HTTP where https is used.
-    fn cookie_secure(&self, ctx: &Ctx) -> bool {
+    fn cookie_secure(&self, ctx: &Ctx<'_>) -> bool {
         self.config.server.public_url.https || ctx.https
     }
 
     /// The `Set-Cookie` value carrying a new session.
-    pub fn session_cookie(&self, ctx: &Ctx, session: &NewSession) -> HeaderValue {
+    pub fn session_cookie(&self, ctx: &Ctx<'_>, session: &NewSession) -> HeaderValue {
         let name = &self.config.sessions.cookie_name;
         cookie::session(name, self.cookie_secure(ctx), session)
     }
 
     /// The `Set-Cookie` value that removes the session cookie.
-    pub fn clear_cookie(&self, ctx: &Ctx) -> HeaderValue {
+    pub fn clear_cookie(&self, ctx: &Ctx<'_>) -> HeaderValue {
         cookie::clear(&self.config.sessions.cookie_name, self.cookie_secure(ctx))
     }
 }
@@ -242,12 +242,17 @@ pub struct Conn {
     pub https: bool,
 }
 
-/// What the log line and the metrics need about a request, and what its answer depends on:
-/// the client's address, scheme and host as the gateway believes them.
+/// The per-request context the phases carry: what the log line and the metrics need about a
+/// request, what its answer depends on (the client's address, scheme and host as the gateway
+/// believes them), and what each phase found for the next: the normalized path (phase 1),
+/// the route (phase 2) and the identity (phase 3).
 #[derive(Debug)]
-pub struct Ctx {
+pub struct Ctx<'g> {
     pub request_id: String,
-    pub route: String,
+    /// The route as the access log and the metrics name it: `-` until phase 2, the route's
+    /// prefix (`/` for the root route), or `/auth` (or one of its endpoints) for the gateway's
+    /// own.
+    pub route_name: String,
     pub user_id: Option<String>,
     pub client_ip: IpAddr,
     /// Whether the client used https: the connection's scheme, or a trusted proxy's
@@ -256,4 +261,39 @@ pub struct Ctx {
     /// The host the client asked for, normalized: the request's own, or a trusted proxy's
     /// `X-Forwarded-Host`; `None` only for an HTTP/1.0 request without one (phase 1).
     pub host: Option<Host>,
+    /// The request's path, normalized once ([`path::normalize`], phase 1): routing and the
+    /// upstream's request target use only this.
+    pub path: String,
+    /// The route the path matched (phase 2); `None` before, and for the gateway's own
+    /// endpoints.
+    pub route: Option<&'g Route>,
+    /// The session the request presented, when its route looks at credentials (phase 3).
+    pub identity: Option<Arc<Identity>>,
+}
+
+impl<'g> Ctx<'g> {
+    /// The context of a new request from `client_ip`, over https or not, with a fresh
+    /// request id.
+    pub fn new(client_ip: IpAddr, https: bool) -> Self {
+        Ctx {
+            request_id: uuid::Uuid::new_v4().to_string(),
+            route_name: "-".into(),
+            user_id: None,
+            client_ip,
+            https,
+            host: None,
+            path: String::new(),
+            route: None,
+            identity: None,
+        }
+    }
+
+    /// The route phase 2 matched.
+    ///
+    /// # Errors
+    /// 500 before phase 2 matched one: a phase out of order is a bug.
+    pub fn routed(&self) -> Result<&'g Route, HttpError> {
+        self.route
+            .ok_or_else(|| HttpError::Internal("no route matched yet".into()))
+    }
 }

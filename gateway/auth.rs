@@ -80,7 +80,11 @@ async fn verified(gw: &Gateway, user: &mut users::User) -> Result<(), HttpError>
 }
 
 /// What the session list shows about where a session was opened.
-pub fn session_meta(headers: &HeaderMap, ctx: &Ctx, device_label: Option<String>) -> SessionMeta {
+pub fn session_meta(
+    headers: &HeaderMap,
+    ctx: &Ctx<'_>,
+    device_label: Option<String>,
+) -> SessionMeta {
     SessionMeta {
         ip_address: Some(ctx.client_ip),
         device_label,
@@ -97,7 +101,7 @@ pub fn session_meta(headers: &HeaderMap, ctx: &Ctx, device_label: Option<String>
 /// 503 when the database is down.
 pub async fn start_session(
     gw: &Gateway,
-    ctx: &Ctx,
+    ctx: &Ctx<'_>,
     headers: &HeaderMap,
     user: &users::User,
     device_label: Option<String>,

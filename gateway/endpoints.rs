@@ -24,10 +24,10 @@ pub async fn handle(
     gw: &Gateway,
     conn: Conn,
     req: Request<Incoming>,
-    normalized: &str,
-    ctx: &mut Ctx,
+    ctx: &mut Ctx<'_>,
 ) -> Result<Response<Body>, HttpError> {
-    let endpoint = normalized.trim_end_matches('/');
+    let path = std::mem::take(&mut ctx.path);
+    let endpoint = path.trim_end_matches('/');
     let form = is_form(req.headers());
     match (req.method().clone(), endpoint) {
         (
@@ -63,7 +63,7 @@ pub async fn handle(
         (Method::POST, "/auth/magic/request") => api::magic_request(gw, req, ctx).await,
         (method, p) if magic_token(p).is_some() => {
             let token = magic_token(p).unwrap_or_default().to_string();
-            ctx.route = "/auth/magic".into();
+            ctx.route_name = "/auth/magic".into();
             match method {
                 Method::GET | Method::HEAD => forms::magic_page(gw, &token),
                 Method::POST if form || accepts_html(req.headers()) => {
@@ -79,7 +79,7 @@ pub async fn handle(
         (Method::POST, "/auth/sessions/revoke-others") => api::revoke_others(gw, req, ctx).await,
         (_, p) if session_id_segment(p).is_some() => {
             let id = session_id_segment(p).unwrap_or_default().to_string();
-            ctx.route = "/auth/sessions".into();
+            ctx.route_name = "/auth/sessions".into();
             api::revoke_session(gw, req, ctx, &id).await
         }
         (

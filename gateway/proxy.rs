@@ -1,7 +1,9 @@
-//! The request phases, in order: early checks → route → authenticate → authorize → dispatch
-//! (`/auth/*` or upstream) → upstream request (strip, then inject identity headers) → forward
-//! → response → one log line. [`handle`] turns any error into a response exactly once;
-//! the phases use `?` freely.
+//! The request phases, in order, each a function named for its phase, with the per-request
+//! state carried in the context ([`Ctx`]: the normalized path, the route, the identity, the
+//! scheme and host): 1 early checks → 2 route (`/auth/*` to the gateway's own endpoints) → 3
+//! authenticate → 4 authorize → 5 dispatch (a WebSocket upgrade or a plain request) → 6
+//! upstream request (strip, then inject identity headers) → 7 forward → 8 response → 9 one log
+//! line. [`handle`] turns any error into a response exactly once; the phases use `?` freely.
 
 pub mod websocket;
 
@@ -12,17 +14,21 @@ use std::time::Instant;
 use http::header::AsHeaderName;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::{BodyExt, Limited};
+use hyper::upgrade::OnUpgrade;
 
-use crate::app::authorize::{authorize, is_browser_navigation, login_location};
-use crate::app::{Conn, Ctx, Gateway, Worker};
+use crate::app::authorize::{is_browser_navigation, login_location};
+use crate::app::{Conn, Ctx, Gateway, Worker, authorize};
 use crate::body::{Body, BoxError, Incoming, empty};
 use crate::config::Route;
 use crate::error::HttpError;
 use crate::headers;
 use crate::host::{self, Host};
-use crate::sessions::Identity;
 use crate::upstream::{self, RequestBodyError, UpstreamError};
 use crate::{endpoints, path};
+
+/// The request the upstream receives: its body is the client's, bounded by
+/// `server.max_body_bytes`, its errors marked as the client's ([`RequestBodyError`]).
+type UpstreamRequest = Request<Body>;
 
 /// Serves one request: never fails, every error becomes its JSON response here.
 pub async fn handle(
@@ -34,15 +40,8 @@ pub async fn handle(
     let started = Instant::now();
     let req = req.map(Incoming::new);
     let method = req.method().clone();
-    let mut ctx = Ctx {
-        request_id: uuid::Uuid::new_v4().to_string(),
-        route: "-".into(),
-        user_id: None,
-        client_ip: gw.client_ip(conn.peer.ip(), req.headers()),
-        https: conn.https,
-        host: None,
-    };
-    let response = match handle_inner(&worker, conn, req, &mut ctx).await {
+    let mut ctx = Ctx::new(gw.client_ip(conn.peer.ip(), req.headers()), conn.https);
+    let mut response = match phases(&worker, conn, req, &mut ctx).await {
         Ok(resp) => resp,
         Err(e) => {
             if let Some(cause) = e.internal_cause() {
@@ -51,89 +50,135 @@ pub async fn handle(
             e.into_response()
         }
     };
-    let mut response = response;
-    if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
-        response.headers_mut().insert("x-request-id", v);
-    }
-    if let Some(hsts) = gw.hsts.as_ref().filter(|_| conn.https) {
-        response
-            .headers_mut()
-            .insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
-    }
-    let status = response.status().as_u16();
-    let elapsed = started.elapsed();
-    worker.metrics.record(&ctx.route, status, elapsed);
-    tracing::info!(
-        target: "access",
-        request_id = %ctx.request_id,
-        method = %method,
-        route = %ctx.route,
-        status,
-        user_id = ctx.user_id.as_deref().unwrap_or("-"),
-        client_ip = %ctx.client_ip,
-        latency_ms = elapsed.as_secs_f64() * 1000.0,
-    );
+    log(&worker, conn, &ctx, &method, &mut response, started);
     Ok(response)
 }
 
-async fn handle_inner(
-    worker: &Worker,
+/// Phases 1 to 8; an error ends them, and [`handle`] answers it.
+async fn phases<'g>(
+    worker: &'g Worker,
     conn: Conn,
-    req: Request<Incoming>,
-    ctx: &mut Ctx,
+    mut req: Request<Incoming>,
+    ctx: &mut Ctx<'g>,
 ) -> Result<Response<Body>, HttpError> {
     let gw = &*worker.gw;
-    // 1. Early checks.
+    early_checks(gw, conn, &req, ctx)?;
+    if path::has_prefix(&ctx.path, "/auth") {
+        // Phase 2 for the gateway's own endpoints, which authenticate as each one needs.
+        ctx.route_name = "/auth".into();
+        // Boxed: the endpoints' state machines are several KiB, and a future's size is paid
+        // by every request (moved into the connection) and every idle connection (the slot).
+        return Box::pin(endpoints::handle(gw, conn, req, ctx)).await;
+    }
+    route(gw, ctx)?;
+    authenticate(gw, &req, ctx).await?;
+    authorize(&req, ctx)?;
+    let upgrade = dispatch(gw, &mut req, ctx)?;
+    let upstream_req = upstream_request(gw, conn, req, upgrade.is_some(), ctx)?;
+    let resp = forward(worker, upstream_req, ctx).await?;
+    respond(resp, upgrade)
+}
+
+/// Phase 1, early checks: not a CONNECT; the scheme and host ([`scheme_and_host`]); the path,
+/// normalized once ([`path::normalize`]) into `ctx.path`, which every later phase uses; a
+/// declared body within `server.max_body_bytes`.
+///
+/// # Errors
+/// 405 for CONNECT; 400 for a bad host or an ambiguous path; 413 for a declared body over
+/// the limit.
+fn early_checks(
+    gw: &Gateway,
+    conn: Conn,
+    req: &Request<Incoming>,
+    ctx: &mut Ctx<'_>,
+) -> Result<(), HttpError> {
     if req.method() == Method::CONNECT {
         // Not a forward proxy: a CONNECT has no path to route on, and would be forwarded as
         // a tunnel to wherever its target names.
         return Err(HttpError::MethodNotAllowed);
     }
-    (ctx.https, ctx.host) = scheme_and_host(gw, conn, &req)?;
-    let normalized =
+    (ctx.https, ctx.host) = scheme_and_host(gw, conn, req)?;
+    ctx.path =
         path::normalize(req.uri().path()).map_err(|e| HttpError::BadRequest(e.to_string()))?;
-    check_body_length(req.headers(), gw.config.server.max_body_bytes)?;
+    check_body_length(req.headers(), gw.config.server.max_body_bytes)
+}
 
-    // 5a. Dispatch: the gateway's own endpoints.
-    if path::has_prefix(&normalized, "/auth") {
-        ctx.route = "/auth".into();
-        // Boxed: the endpoints' state machines are several KiB, and a future's size is paid
-        // by every request (moved into the connection) and every idle connection (the slot).
-        return Box::pin(endpoints::handle(gw, conn, req, &normalized, ctx)).await;
-    }
-
-    // 2. Route.
-    let route = gw.route(&normalized)?.ok_or(HttpError::NotFound)?;
-    ctx.route = if route.path_prefix.is_empty() {
+/// Phase 2, route: the longest normalized prefix ([`Gateway::route`]) into `ctx.route`.
+///
+/// # Errors
+/// 404 when no route matches; 400 for a path whose route is ambiguous.
+fn route<'g>(gw: &'g Gateway, ctx: &mut Ctx<'g>) -> Result<(), HttpError> {
+    let route = gw.route(&ctx.path)?.ok_or(HttpError::NotFound)?;
+    ctx.route_name = if route.path_prefix.is_empty() {
         "/".into()
     } else {
         route.path_prefix.clone()
     };
+    ctx.route = Some(route);
+    Ok(())
+}
 
-    // 3. Authenticate (public routes never look at credentials).
-    let identity = gw
+/// Phase 3, authenticate: the identity into `ctx.identity`, if the route looks at credentials
+/// (public routes never do).
+///
+/// # Errors
+/// 405 for a method the route does not allow; 429 and 503 as [`Gateway::authenticate`].
+async fn authenticate(
+    gw: &Gateway,
+    req: &Request<Incoming>,
+    ctx: &mut Ctx<'_>,
+) -> Result<(), HttpError> {
+    let route = ctx.routed()?;
+    ctx.identity = gw
         .authenticate_for(route, req.method(), req.headers(), ctx)
         .await?;
+    Ok(())
+}
 
-    // 4. Authorize.
-    match authorize(route, identity.as_deref()) {
+/// Phase 4, authorize: the route's policy applied to `ctx.identity`; a browser navigation
+/// without a session is sent to the sign-in page instead of a 401.
+///
+/// # Errors
+/// 302 ([`HttpError::LoginRedirect`]), 401 or 403.
+fn authorize(req: &Request<Incoming>, ctx: &Ctx<'_>) -> Result<(), HttpError> {
+    match authorize::authorize(ctx.routed()?, ctx.identity.as_deref()) {
         Err(HttpError::Unauthenticated) if is_browser_navigation(req.method(), req.headers()) => {
-            return Err(HttpError::LoginRedirect(login_location(req.uri())));
+            Err(HttpError::LoginRedirect(login_location(req.uri())))
         }
-        other => other?,
+        other => other,
     }
+}
 
-    // 6-8. Upstream request, forward, response.
-    forward(
-        worker,
-        conn,
-        req,
-        route,
-        &normalized,
-        identity.as_deref(),
-        ctx,
-    )
-    .await
+/// A WebSocket upgrade on its way: the client's side of it, and for an authenticated tunnel
+/// the watch that ends it when its session does.
+struct Upgrade {
+    client: OnUpgrade,
+    watch: Option<websocket::Watch>,
+}
+
+/// Phase 5, dispatch: a WebSocket upgrade (the Origin check, the session watch, the client's
+/// upgrade taken from the request) or, `None`, a plain request.
+///
+/// # Errors
+/// 403 for a cross-site WebSocket upgrade ([`websocket::check_origin`]).
+fn dispatch(
+    gw: &Gateway,
+    req: &mut Request<Incoming>,
+    ctx: &Ctx<'_>,
+) -> Result<Option<Upgrade>, HttpError> {
+    if !websocket::is_upgrade(req) {
+        return Ok(None);
+    }
+    let route = ctx.routed()?;
+    websocket::check_origin(gw, route, req.headers())?;
+    let watch = ctx
+        .identity
+        .as_ref()
+        .and_then(|_| websocket::Watch::new(gw, route, req.headers(), ctx));
+    Ok(Some(Upgrade {
+        client: hyper::upgrade::on(req),
+        watch,
+    }))
 }
 
 /// Phase 1: the scheme and host the client used: the connection's scheme and the request's
@@ -254,25 +299,22 @@ fn upstream_uri(route: &Route, normalized: &str, query: Option<&str>) -> Result<
     Uri::from_parts(parts).map_err(|e| HttpError::Internal(e.to_string()))
 }
 
-async fn forward(
-    worker: &Worker,
+/// Phase 6, upstream request: the client's request as the upstream receives it. Headers are
+/// stripped first ([`headers::sanitize_request`], the session's credentials, `Host`), then the
+/// gateway's own are inserted (`X-Forwarded-*`, and the identity headers of `ctx.identity`);
+/// the URI is the route's upstream with the normalized path; HTTP/1.1; the body bounded by
+/// `server.max_body_bytes`.
+///
+/// # Errors
+/// 400 for a request target the upstream URI cannot hold.
+fn upstream_request(
+    gw: &Gateway,
     conn: Conn,
-    mut req: Request<Incoming>,
-    route: &Route,
-    normalized: &str,
-    identity: Option<&Identity>,
-    ctx: &Ctx,
-) -> Result<Response<Body>, HttpError> {
-    let gw = &*worker.gw;
-    let websocket = websocket::is_upgrade(&req);
-    let watch = if websocket {
-        websocket::check_origin(gw, route, req.headers())?;
-        identity.and_then(|_| websocket::Watch::new(gw, route, req.headers(), ctx))
-    } else {
-        None
-    };
-    let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
-    let uri = upstream_uri(route, normalized, req.uri().query())?;
+    req: Request<Incoming>,
+    websocket: bool,
+    ctx: &Ctx<'_>,
+) -> Result<UpstreamRequest, HttpError> {
+    let uri = upstream_uri(ctx.routed()?, &ctx.path, req.uri().query())?;
     let host = ctx.host.as_ref().map(Host::to_string);
     let peer_ip = conn.peer.ip();
     let trusted_chain = gw
@@ -286,7 +328,6 @@ async fn forward(
         .flatten();
 
     let (mut parts, body) = req.into_parts();
-    // 6. Upstream request: strip first, then inject.
     headers::sanitize_request(&mut parts.headers, &gw.names, websocket);
     headers::strip_credentials(&mut parts.headers, &gw.config.sessions.cookie_name);
     parts.headers.remove(header::HOST);
@@ -302,7 +343,7 @@ async fn forward(
             host: host.as_deref(),
         },
     );
-    if let Some(identity) = identity {
+    if let Some(identity) = &ctx.identity {
         let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
         gw.inject_identity(
             &mut parts.headers,
@@ -318,20 +359,42 @@ async fn forward(
         body.map_err(RequestBodyError),
         usize::try_from(gw.config.server.max_body_bytes).unwrap_or(usize::MAX),
     );
-    let upstream_req = Request::from_parts(parts, limited.boxed());
+    Ok(Request::from_parts(parts, limited.boxed()))
+}
 
-    // 7. Forward.
-    let mut resp = worker
+/// Phase 7, forward: the upstream request on this worker's pool ([`upstream::Upstream`]).
+///
+/// # Errors
+/// As [`forward_error`]: 502, 504, or the client's own 413 and 400.
+async fn forward(
+    worker: &Worker,
+    req: UpstreamRequest,
+    ctx: &Ctx<'_>,
+) -> Result<Response<hyper::body::Incoming>, HttpError> {
+    worker
         .upstream
-        .forward(upstream_req)
+        .forward(req)
         .await
-        .map_err(|e| forward_error(e, &ctx.route))?;
+        .map_err(|e| forward_error(e, &ctx.route_name))
+}
 
-    // 8. Response.
+/// Phase 8, response: hop-by-hop headers stripped; a `101 Switching Protocols` to an upgrade
+/// the client asked for starts the tunnel ([`websocket::tunnel`]).
+///
+/// # Errors
+/// 502 for a `101` nobody asked for.
+fn respond(
+    mut resp: Response<hyper::body::Incoming>,
+    upgrade: Option<Upgrade>,
+) -> Result<Response<Body>, HttpError> {
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(client_upgrade) = client_upgrade {
+        if let Some(upgrade) = upgrade {
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
-            tokio::spawn(websocket::tunnel(client_upgrade, upstream_upgrade, watch));
+            tokio::spawn(websocket::tunnel(
+                upgrade.client,
+                upstream_upgrade,
+                upgrade.watch,
+            ));
             let (mut parts, _) = resp.into_parts();
             headers::sanitize_response(&mut parts.headers, true);
             return Ok(Response::from_parts(parts, empty()));
@@ -346,6 +409,39 @@ async fn forward(
         parts,
         body.map_err(BoxError::from).boxed(),
     ))
+}
+
+/// Phase 9, log: the answer's `X-Request-Id` and (on TLS) `Strict-Transport-Security`, the
+/// request's metrics and one access line (target `access`).
+fn log(
+    worker: &Worker,
+    conn: Conn,
+    ctx: &Ctx<'_>,
+    method: &Method,
+    response: &mut Response<Body>,
+    started: Instant,
+) {
+    if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    if let Some(hsts) = worker.gw.hsts.as_ref().filter(|_| conn.https) {
+        response
+            .headers_mut()
+            .insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+    }
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    worker.metrics.record(&ctx.route_name, status, elapsed);
+    tracing::info!(
+        target: "access",
+        request_id = %ctx.request_id,
+        method = %method,
+        route = %ctx.route_name,
+        status,
+        user_id = ctx.user_id.as_deref().unwrap_or("-"),
+        client_ip = %ctx.client_ip,
+        latency_ms = elapsed.as_secs_f64() * 1000.0,
+    );
 }
 
 /// The answer to a failed forward, counted: the upstream's failures in

@@ -213,73 +213,18 @@ struct WorkerHandle {
 }
 
 impl WorkerHandle {
-    /// Starts worker thread `index`: a single-threaded runtime serving the connections it
-    /// is handed until the queue closes, then draining them for up to `shutdown_grace`.
+    /// Starts worker thread `index` ([`worker_thread`]): a single-threaded runtime serving the
+    /// connections it is handed until the queue closes, then draining them for up to
+    /// `shutdown_grace`.
     fn start(index: usize, gw: Arc<Gateway>, tls: Option<TlsAcceptor>) -> WorkerHandle {
-        let (queue, mut incoming) = mpsc::unbounded_channel::<Accepted>();
+        let (queue, incoming) = mpsc::unbounded_channel::<Accepted>();
         let (done_tx, done) = oneshot::channel();
         let open = Arc::new(AtomicUsize::new(0));
         let open_here = open.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("gateway-worker-{index}"))
             .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("cannot start a worker runtime");
-                runtime.block_on(async move {
-                    let grace = gw.config.server.shutdown_grace;
-                    let builder = connection_builder(&gw.config.server);
-                    let worker = Arc::new(Worker::new(gw));
-                    let graceful = GracefulShutdown::new();
-                    while let Some(accepted) = incoming.recv().await {
-                        let stream = match accepted
-                            .stream
-                            .set_nonblocking(true)
-                            .and_then(|()| TcpStream::from_std(accepted.stream))
-                        {
-                            Ok(s) => s,
-                            Err(e) => {
-                                tracing::warn!(error = %e, "cannot register a connection");
-                                open_here.fetch_sub(1, Ordering::Relaxed);
-                                continue;
-                            }
-                        };
-                        let conn = Conn {
-                            peer: accepted.peer,
-                            https: tls.is_some(),
-                        };
-                        let open = Open::new(open_here.clone(), accepted.permit);
-                        let (worker, builder) = (worker.clone(), builder.clone());
-                        let watcher = graceful.watcher();
-                        // One task type per listener kind, so a plain connection's task is not
-                        // sized for TLS state it never has.
-                        match &tls {
-                            Some(acceptor) => tokio::spawn(tls_connection(
-                                stream,
-                                acceptor.clone(),
-                                conn,
-                                worker,
-                                builder,
-                                watcher,
-                                open,
-                            )),
-                            None => tokio::spawn(async move {
-                                let _open = open;
-                                serve_connection(stream, conn, worker, &builder, watcher).await;
-                            }),
-                        };
-                    }
-                    if tokio::time::timeout(grace, graceful.shutdown())
-                        .await
-                        .is_err()
-                    {
-                        tracing::warn!(
-                            worker = index,
-                            "grace period over; closing the remaining connections"
-                        );
-                    }
-                });
+                worker_thread(index, gw, tls, incoming, open_here);
                 let _ = done_tx.send(());
             });
         if let Err(e) = spawned {
@@ -320,6 +265,84 @@ impl WorkerHandle {
     fn close(self) -> oneshot::Receiver<()> {
         drop(self.queue);
         self.done
+    }
+}
+
+/// The body of worker thread `index`: its own single-threaded runtime, running [`serve_worker`].
+fn worker_thread(
+    index: usize,
+    gw: Arc<Gateway>,
+    tls: Option<TlsAcceptor>,
+    incoming: mpsc::UnboundedReceiver<Accepted>,
+    open: Arc<AtomicUsize>,
+) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("cannot start a worker runtime");
+    runtime.block_on(serve_worker(index, gw, tls, incoming, open));
+}
+
+/// What a worker thread runs: each connection it is handed becomes a task (the TLS handshake,
+/// then HTTP) on this thread, until the queue closes; then the open connections drain for up
+/// to `server.shutdown_grace`, and those left are closed.
+async fn serve_worker(
+    index: usize,
+    gw: Arc<Gateway>,
+    tls: Option<TlsAcceptor>,
+    mut incoming: mpsc::UnboundedReceiver<Accepted>,
+    open_here: Arc<AtomicUsize>,
+) {
+    let grace = gw.config.server.shutdown_grace;
+    let builder = connection_builder(&gw.config.server);
+    let worker = Arc::new(Worker::new(gw));
+    let graceful = GracefulShutdown::new();
+    while let Some(accepted) = incoming.recv().await {
+        let stream = match accepted
+            .stream
+            .set_nonblocking(true)
+            .and_then(|()| TcpStream::from_std(accepted.stream))
+        {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot register a connection");
+                open_here.fetch_sub(1, Ordering::Relaxed);
+                continue;
+            }
+        };
+        let conn = Conn {
+            peer: accepted.peer,
+            https: tls.is_some(),
+        };
+        let open = Open::new(open_here.clone(), accepted.permit);
+        let (worker, builder) = (worker.clone(), builder.clone());
+        let watcher = graceful.watcher();
+        // One task type per listener kind, so a plain connection's task is not sized for TLS
+        // state it never has.
+        match &tls {
+            Some(acceptor) => tokio::spawn(tls_connection(
+                stream,
+                acceptor.clone(),
+                conn,
+                worker,
+                builder,
+                watcher,
+                open,
+            )),
+            None => tokio::spawn(async move {
+                let _open = open;
+                serve_connection(stream, conn, worker, &builder, watcher).await;
+            }),
+        };
+    }
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            worker = index,
+            "grace period over; closing the remaining connections"
+        );
     }
 }
 

@@ -35,7 +35,7 @@ impl Gateway {
         route: &Route,
         method: &Method,
         headers: &HeaderMap,
-        ctx: &mut Ctx,
+        ctx: &mut Ctx<'_>,
     ) -> Result<Option<Arc<Identity>>, HttpError> {
         if !route.methods.is_empty() && !route.methods.contains(method) {
             return Err(HttpError::MethodNotAllowed);
@@ -76,7 +76,7 @@ impl Gateway {
     pub async fn require_identity(
         &self,
         headers: &HeaderMap,
-        ctx: &mut Ctx,
+        ctx: &mut Ctx<'_>,
     ) -> Result<Arc<Identity>, HttpError> {
         let identity = self
             .authenticate(headers, ctx.client_ip)

@@ -30,7 +30,7 @@ pub struct ChangeInput {
 /// `invalid_credentials` for a wrong current password, 503.
 pub async fn change_password(
     gw: &Gateway,
-    ctx: &mut Ctx,
+    ctx: &mut Ctx<'_>,
     identity: &Identity,
     input: &ChangeInput,
 ) -> Result<u64, HttpError> {
@@ -97,7 +97,11 @@ pub async fn revoke_others(gw: &Gateway, identity: &Identity) -> Result<u64, Htt
 ///
 /// # Errors
 /// 429 over the session-miss budget, 503.
-pub async fn logout(gw: &Gateway, headers: &HeaderMap, ctx: &mut Ctx) -> Result<bool, HttpError> {
+pub async fn logout(
+    gw: &Gateway,
+    headers: &HeaderMap,
+    ctx: &mut Ctx<'_>,
+) -> Result<bool, HttpError> {
     let identity = gw.authenticate(headers, ctx.client_ip).await?;
     Ok(match &identity {
         Some(id) => {

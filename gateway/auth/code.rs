@@ -31,7 +31,11 @@ pub struct RequestInput {
 ///
 /// # Errors
 /// 400 for a malformed email or an unknown purpose, 429 over the rate limit.
-pub async fn request(gw: &Gateway, ctx: &mut Ctx, input: RequestInput) -> Result<(), HttpError> {
+pub async fn request(
+    gw: &Gateway,
+    ctx: &mut Ctx<'_>,
+    input: RequestInput,
+) -> Result<(), HttpError> {
     let email = email_of(&input.email)?;
     let purpose = purpose_of(&input.purpose)?;
     gw.limits
@@ -76,7 +80,7 @@ pub enum Verified {
 /// or exhausted code, whatever the reason; 503 when the database is down.
 pub async fn verify(
     gw: &Gateway,
-    ctx: &mut Ctx,
+    ctx: &mut Ctx<'_>,
     input: &VerifyInput,
 ) -> Result<Verified, HttpError> {
     let email = email_of(&input.email)?;

@@ -27,7 +27,11 @@ pub struct RequestInput {
 ///
 /// # Errors
 /// 400 for a malformed email, 429 over the rate limit.
-pub async fn request(gw: &Gateway, ctx: &mut Ctx, input: RequestInput) -> Result<(), HttpError> {
+pub async fn request(
+    gw: &Gateway,
+    ctx: &mut Ctx<'_>,
+    input: RequestInput,
+) -> Result<(), HttpError> {
     let email = email_of(&input.email)?;
     let return_to = safe_return_to(input.return_to.as_deref());
     gw.limits
@@ -56,7 +60,11 @@ pub struct MagicLogin {
 /// 429 over the per-IP limit of code verification; 401 [`HttpError::InvalidLink`] (code
 /// `invalid_code`) for a malformed, unknown, expired or used token, or an account that is
 /// gone or disabled; 503 when the database is down.
-pub async fn consume(gw: &Gateway, ctx: &mut Ctx, token: &str) -> Result<MagicLogin, HttpError> {
+pub async fn consume(
+    gw: &Gateway,
+    ctx: &mut Ctx<'_>,
+    token: &str,
+) -> Result<MagicLogin, HttpError> {
     gw.limits.check_ip(Action::OtpVerify, ctx.client_ip).await?;
     let link = codes::redeem_link(gw.sessions.pool(), &gw.keys, token)
         .await?

@@ -89,7 +89,7 @@ pub async fn verify(
 pub async fn login(
     gw: &Gateway,
     headers: &HeaderMap,
-    ctx: &mut Ctx,
+    ctx: &mut Ctx<'_>,
     email: &str,
     password: &str,
     device_label: Option<String>,

@@ -27,7 +27,11 @@ pub struct RegisterInput {
 /// # Security
 /// The request path does the same work whether or not the address is taken: nothing that
 /// looks at accounts runs before the answer.
-pub async fn register(gw: &Gateway, ctx: &mut Ctx, input: RegisterInput) -> Result<(), HttpError> {
+pub async fn register(
+    gw: &Gateway,
+    ctx: &mut Ctx<'_>,
+    input: RegisterInput,
+) -> Result<(), HttpError> {
     let email = email_of(&input.email)?;
     gw.limits.check_ip(Action::Register, ctx.client_ip).await?;
     check_new_password(&input.password, &email).await?;

@@ -25,7 +25,7 @@ pub struct ResetInput {
 /// # Errors
 /// 400 malformed email, 422 weak password (checked before the code, so a weak choice does not
 /// burn it), 429 rate limit or failure budget, 401 `invalid_code`, 503.
-pub async fn reset(gw: &Gateway, ctx: &mut Ctx, input: &ResetInput) -> Result<u64, HttpError> {
+pub async fn reset(gw: &Gateway, ctx: &mut Ctx<'_>, input: &ResetInput) -> Result<u64, HttpError> {
     let email = email_of(&input.email)?;
     gw.limits.check_ip(Action::OtpVerify, ctx.client_ip).await?;
     check_new_password(&input.new_password, &email).await?;

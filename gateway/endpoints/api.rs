@@ -42,7 +42,7 @@ fn user_json(id: &str, email: &str, roles: &[String]) -> serde_json::Value {
 /// The JSON answer to a new session (token, session, user), setting the cookie.
 fn session_response(
     gw: &Gateway,
-    ctx: &Ctx,
+    ctx: &Ctx<'_>,
     user: &users::User,
     session: &NewSession,
     status: StatusCode,
@@ -63,7 +63,7 @@ fn session_response(
 async fn changer(
     gw: &Gateway,
     headers: &HeaderMap,
-    ctx: &mut Ctx,
+    ctx: &mut Ctx<'_>,
 ) -> Result<Arc<Identity>, HttpError> {
     gw.check_csrf(headers)?;
     gw.require_identity(headers, ctx).await
@@ -74,7 +74,7 @@ async fn changer(
 pub async fn login(
     gw: &Gateway,
     req: Request<Incoming>,
-    ctx: &mut Ctx,
+    ctx: &mut Ctx<'_>,
 ) -> Result<Response<Body>, HttpError> {
     gw.require_same_origin(req.headers())?;
     let headers = req.headers().clone();
@@ -96,7 +96,7 @@ pub async fn login(
 pub async fn logout(
     gw: &Gateway,
     req: Request<Incoming>,
-    ctx: &mut Ctx,
+    ctx: &mut Ctx<'_>,
 ) -> Result<Response<Body>, HttpError> {
     gw.require_same_origin(req.headers())?;
     let revoked = account::logout(gw, req.headers(), ctx).await?;
@@ -106,7 +106,7 @@ pub async fn logout(
 }
 
 /// What every sign-out answer carries: the cookie removed and [`CLEAR_SITE_DATA_ON_LOGOUT`].
-pub fn signed_out(gw: &Gateway, ctx: &Ctx, resp: &mut Response<Body>) {
+pub fn signed_out(gw: &Gateway, ctx: &Ctx<'_>, resp: &mut Response<Body>) {
     let h = resp.headers_mut();
     h.append(header::SET_COOKIE, gw.clear_cookie(ctx));
     h.insert(
@@ -119,7 +119,7 @@ pub fn signed_out(gw: &Gateway, ctx: &Ctx, resp: &mut Response<Body>) {
 pub async fn session(
     gw: &Gateway,
     req: Request<Incoming>,
-    ctx: &mut Ctx,
+    ctx: &mut Ctx<'_>,
 ) -> Result<Response<Body>, HttpError> {
     let id = gw.require_identity(req.headers(), ctx).await?;
     Ok(json_response(
@@ -135,7 +135,7 @@ pub async fn session(
 pub async fn register(
     gw: &Gateway,
     req: Request<Incoming>,
-    ctx: &mut Ctx,
+    ctx: &mut Ctx<'_>,
 ) -> Result<Response<Body>, HttpError> {
     let input: register::RegisterInput = read_json(req).await?;
     register::register(gw, ctx, input).await?;
@@ -146,7 +146,7 @@ pub async fn register(
 pub async fn otp_request(
     gw: &Gateway,
     req: Request<Incoming>,
-    ctx: &mut Ctx,
+    ctx: &mut Ctx<'_>,
 ) -> Result<Response<Body>, HttpError> {
     let input: code::RequestInput = read_json(req).await?;
     code::request(gw, ctx, input).await?;
@@ -158,7 +158,7 @@ pub async fn otp_request(
 pub async fn otp_verify(
     gw: &Gateway,
     req: Request<Incoming>,
-    ctx: &mut Ctx,
+    ctx: &mut Ctx<'_>,
 ) -> Result<Response<Body>, HttpError> {
     gw.require_same_origin(req.headers())?;
     let headers = req.headers().clone();
@@ -179,7 +179,7 @@ pub async fn otp_verify(
 pub async fn magic_request(
     gw: &Gateway,
     req: Request<Incoming>,
-    ctx: &mut Ctx,
+    ctx: &mut Ctx<'_>,
 ) -> Result<Response<Body>, HttpError> {
     let input: magic::RequestInput = read_json(req).await?;
     magic::request(gw, ctx, input).await?;
@@ -196,7 +196,7 @@ pub async fn magic_request(
 pub async fn magic_consume(
     gw: &Gateway,
     req: Request<Incoming>,
-    ctx: &mut Ctx,
+    ctx: &mut Ctx<'_>,
     token: &str,
 ) -> Result<Response<Body>, HttpError> {
     let headers = req.headers().clone();
@@ -211,7 +211,7 @@ pub async fn magic_consume(
 pub async fn password_reset(
     gw: &Gateway,
     req: Request<Incoming>,
-    ctx: &mut Ctx,
+    ctx: &mut Ctx<'_>,
 ) -> Result<Response<Body>, HttpError> {
     gw.require_same_origin(req.headers())?;
     let input: reset::ResetInput = read_json(req).await?;
@@ -227,7 +227,7 @@ pub async fn password_reset(
 pub async fn password_change(
     gw: &Gateway,
     req: Request<Incoming>,
-    ctx: &mut Ctx,
+    ctx: &mut Ctx<'_>,
 ) -> Result<Response<Body>, HttpError> {
     let identity = changer(gw, req.headers(), ctx).await?;
     let input: account::ChangeInput = read_json(req).await?;
@@ -247,7 +247,7 @@ pub async fn password_change(
 pub async fn list_sessions(
     gw: &Gateway,
     req: Request<Incoming>,
-    ctx: &mut Ctx,
+    ctx: &mut Ctx<'_>,
 ) -> Result<Response<Body>, HttpError> {
     let identity = gw.require_identity(req.headers(), ctx).await?;
     let list = account::sessions(gw, &identity).await?;
@@ -274,7 +274,7 @@ pub async fn list_sessions(
 pub async fn revoke_session(
     gw: &Gateway,
     req: Request<Incoming>,
-    ctx: &mut Ctx,
+    ctx: &mut Ctx<'_>,
     id: &str,
 ) -> Result<Response<Body>, HttpError> {
     if req.method() != http::Method::DELETE {
@@ -298,7 +298,7 @@ pub async fn revoke_session(
 pub async fn revoke_others(
     gw: &Gateway,
     req: Request<Incoming>,
-    ctx: &mut Ctx,
+    ctx: &mut Ctx<'_>,
 ) -> Result<Response<Body>, HttpError> {
     let identity = changer(gw, req.headers(), ctx).await?;
     let revoked = account::revoke_others(gw, &identity).await?;

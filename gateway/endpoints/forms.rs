@@ -36,7 +36,7 @@ pub async fn page(
     gw: &Gateway,
     req: &Request<Incoming>,
     endpoint: &str,
-    ctx: &mut Ctx,
+    ctx: &mut Ctx<'_>,
 ) -> Result<Response<Body>, HttpError> {
     let uri = req.uri();
     let brand = &gw.config.branding;
@@ -79,7 +79,7 @@ pub async fn page(
 /// only.
 pub fn failed(
     brand: &Branding,
-    ctx: &Ctx,
+    ctx: &Ctx<'_>,
     e: HttpError,
     render: impl FnOnce(Message<'_>) -> String,
 ) -> Response<Body> {
@@ -97,7 +97,12 @@ pub fn failed(
 }
 
 /// `303` to `location` with the new session's cookie.
-pub fn signed_in(gw: &Gateway, ctx: &Ctx, location: &str, session: &NewSession) -> Response<Body> {
+pub fn signed_in(
+    gw: &Gateway,
+    ctx: &Ctx<'_>,
+    location: &str,
+    session: &NewSession,
+) -> Response<Body> {
     let mut resp = see_other(location);
     resp.headers_mut()
         .append(header::SET_COOKIE, gw.session_cookie(ctx, session));
@@ -126,7 +131,7 @@ fn shown_email(email: &str) -> String {
 /// `POST /auth/login` as a form (`email`, `password`, `return_to`): `303` to
 /// `safe_return_to(return_to)` with the session cookie, or the sign-in page again with 401
 /// and the same message whatever was wrong.
-pub async fn login(gw: &Gateway, req: Request<Incoming>, ctx: &mut Ctx) -> Response<Body> {
+pub async fn login(gw: &Gateway, req: Request<Incoming>, ctx: &mut Ctx<'_>) -> Response<Body> {
     let brand = &gw.config.branding;
     let headers = req.headers().clone();
     let form = match checked_form(gw, req).await {
@@ -145,7 +150,7 @@ pub async fn login(gw: &Gateway, req: Request<Incoming>, ctx: &mut Ctx) -> Respo
 /// verification page, whether the address was free or taken (the core,
 /// [`register::register`], does the same work either way); a malformed email, a weak password
 /// or a rate limit shows the form again.
-pub async fn register(gw: &Gateway, req: Request<Incoming>, ctx: &mut Ctx) -> Response<Body> {
+pub async fn register(gw: &Gateway, req: Request<Incoming>, ctx: &mut Ctx<'_>) -> Response<Body> {
     let brand = &gw.config.branding;
     let form = match checked_form(gw, req).await {
         Ok(form) => form,
@@ -173,7 +178,11 @@ pub async fn register(gw: &Gateway, req: Request<Incoming>, ctx: &mut Ctx) -> Re
 /// entry page (purpose `login`), the verification page (`verify_email`) or the reset form
 /// (`password_reset`), whether or not the address has an account; a malformed email or a
 /// rate limit shows the page again.
-pub async fn otp_request(gw: &Gateway, req: Request<Incoming>, ctx: &mut Ctx) -> Response<Body> {
+pub async fn otp_request(
+    gw: &Gateway,
+    req: Request<Incoming>,
+    ctx: &mut Ctx<'_>,
+) -> Response<Body> {
     let brand = &gw.config.branding;
     let form = match checked_form(gw, req).await {
         Ok(form) => form,
@@ -208,7 +217,7 @@ pub async fn otp_request(gw: &Gateway, req: Request<Incoming>, ctx: &mut Ctx) ->
 /// `login` code, or a good `verify_email` code (which proves the same mailbox), answers `303`
 /// to `safe_return_to(return_to)` with the session cookie. A wrong, expired or used code
 /// shows its page again with 401.
-pub async fn otp_verify(gw: &Gateway, req: Request<Incoming>, ctx: &mut Ctx) -> Response<Body> {
+pub async fn otp_verify(gw: &Gateway, req: Request<Incoming>, ctx: &mut Ctx<'_>) -> Response<Body> {
     let brand = &gw.config.branding;
     let headers = req.headers().clone();
     let form = match checked_form(gw, req).await {
@@ -241,7 +250,11 @@ pub async fn otp_verify(gw: &Gateway, req: Request<Incoming>, ctx: &mut Ctx) -> 
 /// `POST /auth/magic/request` as a form (`email`, `return_to`; the sign-in page's "email me a
 /// link" button): `303` to the "check your email" page whether or not the address has an
 /// account; a malformed email or a rate limit shows the sign-in page again.
-pub async fn magic_request(gw: &Gateway, req: Request<Incoming>, ctx: &mut Ctx) -> Response<Body> {
+pub async fn magic_request(
+    gw: &Gateway,
+    req: Request<Incoming>,
+    ctx: &mut Ctx<'_>,
+) -> Response<Body> {
     let brand = &gw.config.branding;
     let form = match checked_form(gw, req).await {
         Ok(form) => form,
@@ -261,7 +274,11 @@ pub async fn magic_request(gw: &Gateway, req: Request<Incoming>, ctx: &mut Ctx) 
 
 /// `POST /auth/password/reset` as a form (`email`, `code`, `new_password`): `303` to the
 /// sign-in page with a notice; any failure shows the reset form again.
-pub async fn password_reset(gw: &Gateway, req: Request<Incoming>, ctx: &mut Ctx) -> Response<Body> {
+pub async fn password_reset(
+    gw: &Gateway,
+    req: Request<Incoming>,
+    ctx: &mut Ctx<'_>,
+) -> Response<Body> {
     let brand = &gw.config.branding;
     let form = match checked_form(gw, req).await {
         Ok(form) => form,
@@ -298,7 +315,7 @@ pub fn magic_page(gw: &Gateway, token: &str) -> Result<Response<Body>, HttpError
 pub async fn magic_consume(
     gw: &Gateway,
     req: Request<Incoming>,
-    ctx: &mut Ctx,
+    ctx: &mut Ctx<'_>,
     token: &str,
 ) -> Response<Body> {
     let headers = req.headers().clone();
@@ -326,7 +343,7 @@ pub async fn magic_consume(
 pub async fn logout(
     gw: &Gateway,
     req: Request<Incoming>,
-    ctx: &mut Ctx,
+    ctx: &mut Ctx<'_>,
 ) -> Result<Response<Body>, HttpError> {
     gw.require_same_origin(req.headers())?;
     account::logout(gw, req.headers(), ctx).await?;
@@ -341,14 +358,7 @@ mod tests {
 
     #[test]
     fn failures_render_the_page_with_status_and_retry_after() {
-        let ctx = Ctx {
-            request_id: "r".into(),
-            route: "/auth".into(),
-            user_id: None,
-            client_ip: std::net::Ipv4Addr::LOCALHOST.into(),
-            https: false,
-            host: None,
-        };
+        let ctx = Ctx::new(std::net::Ipv4Addr::LOCALHOST.into(), false);
         let brand = Branding::default();
         let resp = failed(&brand, &ctx, HttpError::InvalidCredentials, |m| {
             login_page(&brand, "/x", "a@example.com", m)

@@ -71,9 +71,9 @@ pub async fn verify(
     gw: &Gateway,
     conn: Conn,
     req: Request<Incoming>,
-    ctx: &mut Ctx,
+    ctx: &mut Ctx<'_>,
 ) -> Result<Response<Body>, HttpError> {
-    ctx.route = "/auth/verify".into();
+    ctx.route_name = "/auth/verify".into();
     let (method, uri) = original_request(gw, conn, req.headers())?;
     let normalized =
         path::normalize(uri.path()).map_err(|e| HttpError::BadRequest(e.to_string()))?;

@@ -81,7 +81,7 @@ pub struct Watch {
 impl Watch {
     /// The watch for a tunnel opened by a request that presented a session on `route`.
     /// `None` when the request presented none (such a tunnel carries no identity).
-    pub fn new(gw: &Gateway, route: &Route, headers: &HeaderMap, ctx: &Ctx) -> Option<Self> {
+    pub fn new(gw: &Gateway, route: &Route, headers: &HeaderMap, ctx: &Ctx<'_>) -> Option<Self> {
         let token = presented_token(headers, &gw.config.sessions.cookie_name)?;
         Some(Watch {
             sessions: gw.sessions.clone(),
