@@ -294,6 +294,6 @@ impl<'g> Ctx<'g> {
     /// 500 before phase 2 matched one: a phase out of order is a bug.
     pub fn routed(&self) -> Result<&'g Route, HttpError> {
         self.route
-            .ok_or_else(|| HttpError::Internal("no route matched yet".into()))
+            .ok_or_else(|| HttpError::internal("no route matched yet"))
     }
 }

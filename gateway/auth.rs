@@ -57,7 +57,7 @@ pub async fn check_new_password(password: &str, email: &str) -> Result<(), HttpE
     );
     tokio::task::spawn_blocking(move || crate::password::check_new(&password, &email))
         .await
-        .map_err(|e| HttpError::Internal(format!("password check task: {e}")))?
+        .map_err(HttpError::internal)?
         .map_err(|e| HttpError::Unprocessable(e.to_string()))
 }
 

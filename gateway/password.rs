@@ -96,8 +96,9 @@ pub enum HashError {
     /// The bcrypt queue is full: answer 503 with `Retry-After`.
     #[error("password hashing is overloaded")]
     Overloaded,
-    #[error("password hashing failed: {0}")]
-    Internal(String),
+    /// bcrypt or its blocking task failed: a bug.
+    #[error("password hashing failed")]
+    Failed(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Runs bcrypt off the async workers with bounded concurrency and a bounded queue.
@@ -201,10 +202,10 @@ impl Hasher {
             .running
             .acquire()
             .await
-            .map_err(|_| HashError::Internal("hasher closed".into()))?;
+            .map_err(|e| HashError::Failed(Box::new(e)))?;
         tokio::task::spawn_blocking(work)
             .await
-            .map_err(|e| HashError::Internal(e.to_string()))?
+            .map_err(|e| HashError::Failed(Box::new(e)))?
     }
 }
 
@@ -223,7 +224,7 @@ mod blocking {
 
     pub(super) fn hash(input: &[u8], cost: u32) -> Result<String, HashError> {
         yield_to_requests();
-        bcrypt::hash(input, cost).map_err(|e| HashError::Internal(e.to_string()))
+        bcrypt::hash(input, cost).map_err(|e| HashError::Failed(Box::new(e)))
     }
 
     pub(super) fn verify(input: &[u8], hash: &str) -> bool {

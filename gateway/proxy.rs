@@ -296,7 +296,7 @@ fn upstream_uri(route: &Route, normalized: &str, query: Option<&str>) -> Result<
             .parse()
             .map_err(|_| HttpError::BadRequest("invalid request target".into()))?,
     );
-    Uri::from_parts(parts).map_err(|e| HttpError::Internal(e.to_string()))
+    Uri::from_parts(parts).map_err(HttpError::internal)
 }
 
 /// Phase 6, upstream request: the client's request as the upstream receives it. Headers are
@@ -465,7 +465,7 @@ fn forward_error(e: UpstreamError, route: &str) -> HttpError {
     match e {
         UpstreamError::Timeout => HttpError::GatewayTimeout,
         UpstreamError::BodyTooLarge => HttpError::PayloadTooLarge,
-        UpstreamError::Unreachable(cause) => HttpError::BadGateway(cause),
+        UpstreamError::Unreachable(cause) => HttpError::BadGateway(Box::new(cause)),
         UpstreamError::RequestBody(fault) => HttpError::BadRequest(fault.to_string()),
     }
 }

@@ -150,9 +150,11 @@ enum Lookup {
 /// Why a session could not be checked.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
-    /// The database could not be asked on a cache miss: answer 503 with `Retry-After`.
-    #[error("session store unavailable: {0}")]
-    Unavailable(String),
+    /// The session store could not answer: the database failed a cache miss (the cause), or
+    /// it is down and `sessions.serve_cached_when_db_down` is false (no cause). Answer 503
+    /// with `Retry-After`, unless [`SessionError::is_bug`].
+    #[error("session store unavailable")]
+    Unavailable(#[source] StoreError),
     /// The client's miss budget is spent, so the token was not looked up: answer 429 with
     /// `Retry-After` (whole seconds), never 401 (the session may well be valid).
     #[error("session lookups of this client address are over budget; retry in {0:?}")]
@@ -164,9 +166,34 @@ pub enum SessionError {
 /// the rate limits' session-miss budget (`Limits::spend_session_miss`) for the client's address.
 pub type MissBudget<'a> = &'a (dyn Fn() -> Result<(), Duration> + Sync);
 
-/// Why a load failed (the error type of the coalesced load).
+/// Why the session store could not answer.
 #[derive(Debug, thiserror::Error)]
-enum LoadError {
+pub enum StoreError {
+    /// Cached sessions are not served while the database is down.
+    #[error("the database is down and sessions.serve_cached_when_db_down is false")]
+    Down,
+    /// The lookup of a cache miss failed (shared by every request that waited for it).
+    #[error(transparent)]
+    Load(Arc<LoadError>),
+}
+
+impl SessionError {
+    /// Whether the database refused the lookup's statement rather than could not answer it
+    /// ([`DbError::is_unavailable`]): a bug, not unavailability.
+    pub fn is_bug(&self) -> bool {
+        match self {
+            SessionError::Unavailable(StoreError::Load(load)) => match load.as_ref() {
+                LoadError::Db(db) => !db.is_unavailable(),
+                LoadError::Throttled(_) => false,
+            },
+            SessionError::Unavailable(StoreError::Down) | SessionError::Throttled(_) => false,
+        }
+    }
+}
+
+/// Why a load failed (the error type of the coalesced load, shared by its waiters).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
     #[error(transparent)]
     Db(#[from] DbError),
     #[error("over the miss budget")]
@@ -377,9 +404,7 @@ impl Sessions {
             return Ok(None);
         };
         if !missed && !self.settings.serve_cached_when_db_down && self.health.is_down() {
-            return Err(SessionError::Unavailable(
-                "the database is down and sessions.serve_cached_when_db_down is false".into(),
-            ));
+            return Err(SessionError::Unavailable(StoreError::Down));
         }
         let now = self.clock.now();
         if !self.is_live(&identity, now) {
@@ -419,10 +444,10 @@ impl Sessions {
                         .increment(1);
                     SessionError::Throttled(wait)
                 }
-                LoadError::Db(ref db) => {
+                LoadError::Db(_) => {
                     metrics::counter!("gateway_session_lookups_total", "result" => "error")
                         .increment(1);
-                    SessionError::Unavailable(db.to_string())
+                    SessionError::Unavailable(StoreError::Load(e))
                 }
             })?;
         Ok((lookup, queried))

@@ -18,8 +18,8 @@ use crate::config::{self, Route};
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     /// No connection could be made, or it broke before a response: 502.
-    #[error("upstream unreachable: {0}")]
-    Unreachable(String),
+    #[error("upstream unreachable")]
+    Unreachable(#[source] hyper_util::client::legacy::Error),
     /// No response headers within `upstream.response_timeout`: 504.
     #[error("upstream timed out")]
     Timeout,
@@ -98,7 +98,7 @@ impl Upstream {
         match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
             Err(_) => Err(UpstreamError::Timeout),
             Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(classify(&e)),
+            Ok(Err(e)) => Err(classify(e)),
         }
     }
 }
@@ -127,8 +127,8 @@ pub fn target(route: &Route, normalized: &str, query: Option<&str>) -> String {
     target
 }
 
-fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+fn classify(e: hyper_util::client::legacy::Error) -> UpstreamError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
     while let Some(s) = source {
         if s.is::<http_body_util::LengthLimitError>() {
             return UpstreamError::BodyTooLarge;
@@ -138,7 +138,7 @@ fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
         }
         source = s.source();
     }
-    UpstreamError::Unreachable(e.to_string())
+    UpstreamError::Unreachable(e)
 }
 
 /// Malformed when the body's decoder refused the bytes (an I/O error of kind `InvalidData`

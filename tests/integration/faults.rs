@@ -1013,3 +1013,28 @@ async fn upstream_faults_answer_502_or_504_in_bounded_time_and_leak_nothing() {
     let log = stderr.await.unwrap();
     assert!(!log.contains("panicked"), "the gateway panicked:\n{log}");
 }
+
+/// A statement the database refuses (here: the `sessions` table is gone) is a bug, not
+/// unavailability: 500 `internal`, with no `Retry-After` inviting the client to hammer it. A
+/// database that cannot answer stays a 503 (the tests above).
+#[tokio::test]
+async fn a_query_the_database_refuses_is_a_500_without_retry_after() {
+    let db = TestDb::new().await;
+    let up = echo().await;
+    let gw = TestGateway::builder(&db)
+        .route("/api", up, "required")
+        .start()
+        .await;
+    let id = user(&db, "refused@example.com", PASSWORD, &[]).await;
+    let token = sessions(&db, &id, 1).await.remove(0);
+    db.client()
+        .await
+        .batch_execute("ALTER TABLE sessions RENAME TO sessions_elsewhere")
+        .await
+        .expect("rename the sessions table");
+    let resp = get(gw.addr, "/api/x").bearer(&token).send().await;
+    assert_eq!(resp.status, 500, "{}", resp.body);
+    assert_eq!(resp.error_code(), "internal");
+    assert!(resp.header("retry-after").is_none(), "{:?}", resp.headers);
+    assert!(!resp.body.contains("sessions_elsewhere"), "{}", resp.body);
+}
