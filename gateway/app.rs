@@ -3,8 +3,8 @@
 //! came in on ([`Conn`]) and the per-request context ([`Ctx`]); and the two phases every
 //! request that looks at credentials goes through, [`authenticate`] and [`authorize`].
 
-pub mod authenticate;
-pub mod authorize;
+pub(crate) mod authenticate;
+pub(crate) mod authorize;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -30,24 +30,24 @@ use crate::upstream::Upstream;
 pub struct Gateway {
     pub config: Config,
     /// Routes, longest prefix first.
-    pub routes: Vec<Route>,
+    pub(crate) routes: Vec<Route>,
     pub names: Names,
     pub sessions: Sessions,
     pub hasher: Hasher,
     /// The outbound mail queue (codes, links, notices).
-    pub mailer: Mailer,
+    pub(crate) mailer: Mailer,
     /// Rate limits of the auth flows, per client IP and per email.
-    pub limits: Limits,
+    pub(crate) limits: Limits,
     /// The HMAC keys of one-time codes and magic links.
-    pub keys: Keys,
+    pub(crate) keys: Keys,
     /// `Strict-Transport-Security` for every answer on the TLS listener (`server.hsts`).
-    pub hsts: Option<HeaderValue>,
+    pub(crate) hsts: Option<HeaderValue>,
 }
 
 impl Gateway {
     /// Builds the shared state from a validated configuration, the session store and a
     /// started mailer.
-    pub fn new(config: Config, sessions: Sessions, mailer: Mailer) -> Self {
+    pub(crate) fn new(config: Config, sessions: Sessions, mailer: Mailer) -> Self {
         let mut routes = config.routes.clone();
         routes.sort_by_key(|r| std::cmp::Reverse(r.path_prefix.len()));
         Gateway {
@@ -76,14 +76,14 @@ impl Gateway {
     /// # Errors
     /// 400 when the path's extension makes its route ambiguous (`/admin.json` on the root
     /// route while `/admin` is another).
-    pub fn route(&self, normalized: &str) -> Result<Option<&Route>, HttpError> {
+    pub(crate) fn route(&self, normalized: &str) -> Result<Option<&Route>, HttpError> {
         path::route(normalized, &self.routes, |r| r.path_prefix.as_str())
             .map_err(|e| HttpError::BadRequest(e.to_string()))
     }
 
     /// Phase 6, second half: inserts the identity headers (signed when `headers.sign` is on)
     /// for a request `method path_and_query` as the upstream will see it.
-    pub fn inject_identity(
+    pub(crate) fn inject_identity(
         &self,
         headers: &mut HeaderMap,
         identity: &Identity,
@@ -101,7 +101,7 @@ impl Gateway {
     }
 
     /// Whether `ip` is a configured trusted proxy.
-    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+    pub(crate) fn is_trusted(&self, ip: IpAddr) -> bool {
         self.config
             .server
             .trusted_proxies
@@ -111,7 +111,7 @@ impl Gateway {
 
     /// The client address: the peer, or, when the peer is a trusted proxy, the right-most
     /// untrusted address of `X-Forwarded-For`.
-    pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+    pub(crate) fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         if !self.is_trusted(peer) {
             return peer;
         }
@@ -134,7 +134,7 @@ impl Gateway {
     ///
     /// # Errors
     /// [`HttpError::CrossOrigin`].
-    pub fn require_same_origin(&self, headers: &HeaderMap) -> Result<(), HttpError> {
+    pub(crate) fn require_same_origin(&self, headers: &HeaderMap) -> Result<(), HttpError> {
         origin::check(
             headers,
             &self.config.server.public_url.origin,
@@ -148,7 +148,7 @@ impl Gateway {
     ///
     /// # Errors
     /// [`HttpError::CrossOrigin`] (403).
-    pub fn check_csrf(&self, headers: &HeaderMap) -> Result<(), HttpError> {
+    pub(crate) fn check_csrf(&self, headers: &HeaderMap) -> Result<(), HttpError> {
         if origin::has_bearer(headers) {
             return Ok(());
         }
@@ -163,13 +163,13 @@ impl Gateway {
     }
 
     /// The `Set-Cookie` value carrying a new session.
-    pub fn session_cookie(&self, ctx: &Ctx<'_>, session: &NewSession) -> HeaderValue {
+    pub(crate) fn session_cookie(&self, ctx: &Ctx<'_>, session: &NewSession) -> HeaderValue {
         let name = &self.config.sessions.cookie_name;
         cookie::session(name, self.cookie_secure(ctx), session)
     }
 
     /// The `Set-Cookie` value that removes the session cookie.
-    pub fn clear_cookie(&self, ctx: &Ctx<'_>) -> HeaderValue {
+    pub(crate) fn clear_cookie(&self, ctx: &Ctx<'_>) -> HeaderValue {
         cookie::clear(&self.config.sessions.cookie_name, self.cookie_secure(ctx))
     }
 }
@@ -177,14 +177,14 @@ impl Gateway {
 /// What one worker thread keeps to itself: the shared gateway, and its own pool of upstream
 /// connections, so a request, its client connection and the upstream connection it uses all
 /// live on one thread (no cross-thread wake-ups on the request path).
-pub struct Worker {
+pub(crate) struct Worker {
     pub gw: Arc<Gateway>,
     pub upstream: Upstream,
     pub metrics: RequestMetrics,
 }
 
 impl Worker {
-    pub fn new(gw: Arc<Gateway>) -> Self {
+    pub(crate) fn new(gw: Arc<Gateway>) -> Self {
         let upstream = Upstream::new(&gw.config.upstream);
         Worker {
             gw,
@@ -199,7 +199,7 @@ impl Worker {
 /// by all threads) is not on the request path. Bounded: routes come from the configuration
 /// and statuses are three digits.
 #[derive(Default)]
-pub struct RequestMetrics(Mutex<Vec<RouteStatus>>);
+pub(crate) struct RequestMetrics(Mutex<Vec<RouteStatus>>);
 
 /// The metric handles of one (route, status).
 struct RouteStatus {
@@ -211,7 +211,7 @@ struct RouteStatus {
 
 impl RequestMetrics {
     /// Counts one answer of `status` on `route` that took `elapsed`.
-    pub fn record(&self, route: &str, status: u16, elapsed: Duration) {
+    pub(crate) fn record(&self, route: &str, status: u16, elapsed: Duration) {
         let mut seen = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         // A few dozen entries at most: a scan is cheaper than hashing the route.
         let index = match seen
@@ -237,7 +237,7 @@ impl RequestMetrics {
 
 /// The connection a request came in on.
 #[derive(Debug, Clone, Copy)]
-pub struct Conn {
+pub(crate) struct Conn {
     pub peer: SocketAddr,
     pub https: bool,
 }
@@ -247,7 +247,7 @@ pub struct Conn {
 /// believes them), and what each phase found for the next: the normalized path (phase 1),
 /// the route (phase 2) and the identity (phase 3).
 #[derive(Debug)]
-pub struct Ctx<'g> {
+pub(crate) struct Ctx<'g> {
     pub request_id: String,
     /// The route as the access log and the metrics name it: `-` until phase 2, the route's
     /// prefix (`/` for the root route), or `/auth` (or one of its endpoints) for the gateway's
@@ -274,7 +274,7 @@ pub struct Ctx<'g> {
 impl<'g> Ctx<'g> {
     /// The context of a new request from `client_ip`, over https or not, with a fresh
     /// request id.
-    pub fn new(client_ip: IpAddr, https: bool) -> Self {
+    pub(crate) fn new(client_ip: IpAddr, https: bool) -> Self {
         Ctx {
             request_id: uuid::Uuid::new_v4().to_string(),
             route_name: "-".into(),
@@ -292,7 +292,7 @@ impl<'g> Ctx<'g> {
     ///
     /// # Errors
     /// 500 before phase 2 matched one: a phase out of order is a bug.
-    pub fn routed(&self) -> Result<&'g Route, HttpError> {
+    pub(crate) fn routed(&self) -> Result<&'g Route, HttpError> {
         self.route
             .ok_or_else(|| HttpError::internal("no route matched yet"))
     }

@@ -16,13 +16,13 @@
 //! address gets an "account exists" mail instead of a code. Password sign-in does the same
 //! work for unknown and known emails ([`password::verify`]).
 
-pub mod account;
+pub(crate) mod account;
 mod background;
-pub mod code;
-pub mod magic;
-pub mod password;
-pub mod register;
-pub mod reset;
+pub(crate) mod code;
+pub(crate) mod magic;
+pub(crate) mod password;
+pub(crate) mod register;
+pub(crate) mod reset;
 
 use http::{HeaderMap, header};
 
@@ -35,13 +35,13 @@ use crate::users;
 ///
 /// # Errors
 /// [`HttpError::BadRequest`] naming what is wrong with the address.
-pub fn email_of(raw: &str) -> Result<String, HttpError> {
+pub(crate) fn email_of(raw: &str) -> Result<String, HttpError> {
     users::normalize_email(raw).map_err(|e| HttpError::BadRequest(e.to_string()))
 }
 
 /// The per-email rate limit key of what a client typed: the normalized email, or (malformed)
 /// the trimmed, lower-cased text, so spelling variants share one key.
-pub fn rate_key(email: &str) -> String {
+pub(crate) fn rate_key(email: &str) -> String {
     users::normalize_email(email).unwrap_or_else(|_| email.trim().to_lowercase())
 }
 
@@ -50,7 +50,7 @@ pub fn rate_key(email: &str) -> String {
 ///
 /// # Errors
 /// 422 [`HttpError::Unprocessable`] with the rule and zxcvbn's advice.
-pub async fn check_new_password(password: &str, email: &str) -> Result<(), HttpError> {
+pub(crate) async fn check_new_password(password: &str, email: &str) -> Result<(), HttpError> {
     let (password, email) = (
         zeroize::Zeroizing::new(password.to_string()),
         email.to_string(),
@@ -80,7 +80,7 @@ async fn verified(gw: &Gateway, user: &mut users::User) -> Result<(), HttpError>
 }
 
 /// What the session list shows about where a session was opened.
-pub fn session_meta(
+pub(crate) fn session_meta(
     headers: &HeaderMap,
     ctx: &Ctx<'_>,
     device_label: Option<String>,
@@ -99,7 +99,7 @@ pub fn session_meta(
 ///
 /// # Errors
 /// 503 when the database is down.
-pub async fn start_session(
+pub(crate) async fn start_session(
     gw: &Gateway,
     ctx: &Ctx<'_>,
     headers: &HeaderMap,

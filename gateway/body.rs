@@ -18,34 +18,34 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Body as _, Frame, SizeHint};
 
 /// Boxed errors of streamed bodies.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Every response body the gateway produces or relays.
-pub type Body = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+pub(crate) type Body = http_body_util::combinators::BoxBody<Bytes, BoxError>;
 
 /// A complete body.
-pub fn full(data: impl Into<Bytes>) -> Body {
+pub(crate) fn full(data: impl Into<Bytes>) -> Body {
     Full::new(data.into())
         .map_err(|never| match never {})
         .boxed()
 }
 
 /// An empty body.
-pub fn empty() -> Body {
+pub(crate) fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed()
 }
 
 /// Most bytes of an unread body read and discarded after the answer.
-pub const DRAIN_MAX_BYTES: usize = 1024 * 1024;
+pub(crate) const DRAIN_MAX_BYTES: usize = 1024 * 1024;
 /// Longest time spent reading an unread body after the answer.
-pub const DRAIN_DEADLINE: Duration = Duration::from_secs(2);
+pub(crate) const DRAIN_DEADLINE: Duration = Duration::from_secs(2);
 
 /// A request body (see the module comment): read it like any [`hyper::body::Body`]; dropped
 /// unread, it is drained in the background within bounds.
 #[derive(Debug)]
-pub struct Incoming(Option<hyper::body::Incoming>);
+pub(crate) struct Incoming(Option<hyper::body::Incoming>);
 
 impl Incoming {
-    pub fn new(body: hyper::body::Incoming) -> Self {
+    pub(crate) fn new(body: hyper::body::Incoming) -> Self {
         Incoming(Some(body))
     }
 }

@@ -15,16 +15,15 @@
 
 mod branding;
 mod env;
-pub mod raw;
+pub(crate) mod raw;
 mod typed;
 mod validate;
 
 use std::fmt;
 use std::path::Path;
 
-pub use raw::*;
+pub(crate) use raw::*;
 pub use typed::*;
-pub use validate::MAX_BODY_BYTES_LIMIT;
 
 use env::parse_with_overrides;
 use validate::Validator;
@@ -32,9 +31,9 @@ use validate::Validator;
 /// Shortest secret (`auth.secret`, `sessions.token_key`, `headers.signing_secret`) accepted.
 pub const MIN_SECRET_BYTES: usize = 32;
 /// Environment variable naming the config file when `--config` is absent.
-pub const CONFIG_ENV: &str = "GATEWAY_CONFIG";
+pub(crate) const CONFIG_ENV: &str = "GATEWAY_CONFIG";
 /// Prefix of the per-key overrides: `GATEWAY_SECTION__KEY`.
-pub const ENV_PREFIX: &str = "GATEWAY_";
+pub(crate) const ENV_PREFIX: &str = "GATEWAY_";
 
 /// One problem in the configuration: the key it concerns and what to do about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -209,6 +208,7 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    use super::validate::MAX_BODY_BYTES_LIMIT;
     use super::*;
     use std::time::Duration;
 

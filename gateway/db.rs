@@ -18,7 +18,7 @@ use tokio_postgres::{Error as PgError, Row};
 
 pub use watchdog::REPLY_GRACE;
 
-pub use deadpool_postgres::Object as Client;
+pub(crate) use deadpool_postgres::Object as Client;
 
 use crate::config;
 
@@ -26,7 +26,7 @@ use crate::config;
 pub const MAX_TX_ATTEMPTS: u32 = 12;
 /// Extra attempts of one transaction after its connection broke before COMMIT was sent (the
 /// database rolled that attempt back, so running the body again cannot write twice).
-pub const MAX_RECONNECTS: u32 = 1;
+pub(crate) const MAX_RECONNECTS: u32 = 1;
 const BACKOFF_BASE: Duration = Duration::from_millis(4);
 const BACKOFF_CAP: Duration = Duration::from_millis(400);
 /// PostgreSQL defaults to READ COMMITTED; CockroachDB runs SERIALIZABLE. Asking for it on both
@@ -94,7 +94,7 @@ impl DbError {
 /// after the retries, deadlocks, CockroachDB's ambiguous results), insufficient resources
 /// (53), operator intervention (57: a statement timeout, a shutdown), system errors (58), and
 /// a lock that was not available in time (55P03).
-pub fn is_unavailable_state(state: &SqlState) -> bool {
+pub(crate) fn is_unavailable_state(state: &SqlState) -> bool {
     let code = state.code();
     ["08", "40", "53", "57", "58"]
         .iter()
@@ -112,14 +112,14 @@ impl From<PoolError> for DbError {
 }
 
 /// Whether `e` asks the client to retry the whole transaction (SQLSTATE 40001).
-pub fn is_serialization_failure(e: &tokio_postgres::Error) -> bool {
+pub(crate) fn is_serialization_failure(e: &tokio_postgres::Error) -> bool {
     e.code() == Some(&SqlState::T_R_SERIALIZATION_FAILURE)
 }
 
 /// How long a pooled connection waits for a reply the database owes before it fails:
 /// `statement_timeout` (after which a live server cancels the statement and says so) plus
 /// [`REPLY_GRACE`].
-pub fn reply_timeout(cfg: &config::Database) -> Duration {
+pub(crate) fn reply_timeout(cfg: &config::Database) -> Duration {
     cfg.statement_timeout + REPLY_GRACE
 }
 
@@ -215,7 +215,7 @@ impl Tx {
     ///
     /// # Errors
     /// The statement failed or returned more than one row.
-    pub async fn query_opt(
+    pub(crate) async fn query_opt(
         &self,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],

@@ -3,24 +3,24 @@
 //! their form posts), plus the forward-auth check [`verify`]. Errors are [`HttpError`]s,
 //! which the proxy answers.
 
-pub mod api;
-pub mod forms;
-pub mod verify;
+pub(crate) mod api;
+pub(crate) mod forms;
+pub(crate) mod verify;
 
 use http::{Method, Request, Response};
 
 use crate::app::{Conn, Ctx, Gateway};
 use crate::body::{Body, Incoming};
 use crate::error::HttpError;
-use crate::http::accepts_html;
 use crate::http::form::is_form;
+use crate::http::{accepts_html, paths};
 
 /// Routes a request under `/auth` to its endpoint: a form post to [`forms`], JSON to
 /// [`api`].
 ///
 /// # Errors
 /// Whatever the endpoint refuses with; 404 for an unknown endpoint, 405 for a wrong method.
-pub async fn handle(
+pub(crate) async fn handle(
     gw: &Gateway,
     conn: Conn,
     req: Request<Incoming>,
@@ -103,7 +103,7 @@ pub async fn handle(
 /// The token of `/auth/magic/{token}` (one path segment), if `endpoint` is such a path.
 fn magic_token(endpoint: &str) -> Option<&str> {
     endpoint
-        .strip_prefix("/auth/magic/")
+        .strip_prefix(paths::MAGIC_LINK_PREFIX)
         .filter(|t| !t.is_empty() && !t.contains('/') && *t != "request")
 }
 

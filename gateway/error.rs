@@ -17,7 +17,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 use crate::body::{Body, BoxError, full};
 
 #[derive(Debug, thiserror::Error)]
-pub enum HttpError {
+pub(crate) enum HttpError {
     #[error("{0}")]
     BadRequest(String),
     #[error("not found")]
@@ -65,7 +65,7 @@ pub enum HttpError {
 }
 
 impl HttpError {
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             HttpError::BadRequest(_) => StatusCode::BAD_REQUEST,
             HttpError::NotFound => StatusCode::NOT_FOUND,
@@ -87,7 +87,7 @@ impl HttpError {
         }
     }
 
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             HttpError::BadRequest(_) => "bad_request",
             HttpError::NotFound => "not_found",
@@ -109,7 +109,7 @@ impl HttpError {
     }
 
     /// A bug (500), for a cause that is not one of the gateway's own error types.
-    pub fn internal(cause: impl Into<BoxError>) -> Self {
+    pub(crate) fn internal(cause: impl Into<BoxError>) -> Self {
         HttpError::Internal(cause.into())
     }
 
@@ -121,7 +121,7 @@ impl HttpError {
 
     /// The cause to log, with everything below it (`a: b: c`), for the errors whose cause the
     /// client does not see.
-    pub fn internal_cause(&self) -> Option<Chain<'_>> {
+    pub(crate) fn internal_cause(&self) -> Option<Chain<'_>> {
         match self {
             HttpError::Unavailable(c) | HttpError::BadGateway(c) | HttpError::Internal(c) => {
                 Some(Chain(c.as_ref()))
@@ -132,7 +132,7 @@ impl HttpError {
 
     /// The JSON response for this error; for [`HttpError::LoginRedirect`] a bare `302` (a
     /// browser follows it, and nothing in it is JSON).
-    pub fn into_response(self) -> Response<Body> {
+    pub(crate) fn into_response(self) -> Response<Body> {
         let mut resp = match &self {
             HttpError::LoginRedirect(_) => Response::new(full(String::new())),
             _ => {
@@ -177,14 +177,7 @@ impl HttpError {
 /// An error and its sources, displayed as `error: source: source...`; a source whose text
 /// the error before it already shows (`database error: {0}`) is not repeated.
 #[derive(Debug, Clone, Copy)]
-pub struct Chain<'a>(&'a (dyn StdError + 'static));
-
-impl<'a> Chain<'a> {
-    /// The chain of `error`.
-    pub fn of(error: &'a (dyn StdError + 'static)) -> Self {
-        Chain(error)
-    }
-}
+pub(crate) struct Chain<'a>(&'a (dyn StdError + 'static));
 
 impl fmt::Display for Chain<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

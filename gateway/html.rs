@@ -6,7 +6,7 @@
 ///
 /// # Security
 /// Every value interpolated into a page or a mail body goes through it.
-pub fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

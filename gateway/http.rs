@@ -7,11 +7,11 @@
 //! Never `use crate::http;` itself: the name would shadow the `http` crate in that file.
 //! Import its modules (`use crate::http::json;`) or items instead.
 
-pub mod cookie;
-pub mod form;
-pub mod json;
-pub mod origin;
-pub mod paths;
+pub(crate) mod cookie;
+pub(crate) mod form;
+pub(crate) mod json;
+pub(crate) mod origin;
+pub(crate) mod paths;
 
 use bytes::Bytes;
 use http::{HeaderMap, Uri, header};
@@ -24,7 +24,7 @@ use crate::error::HttpError;
 ///
 /// # Errors
 /// 413 over the limit, 400 when the body cannot be read.
-pub async fn read_body(body: Incoming, max: usize) -> Result<Bytes, HttpError> {
+pub(crate) async fn read_body(body: Incoming, max: usize) -> Result<Bytes, HttpError> {
     match Limited::new(body, max).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(HttpError::PayloadTooLarge),
@@ -35,7 +35,7 @@ pub async fn read_body(body: Incoming, max: usize) -> Result<Bytes, HttpError> {
 }
 
 /// A query string from pairs, each percent-encoded (so always a valid header value).
-pub fn query(pairs: &[(&str, &str)]) -> String {
+pub(crate) fn query(pairs: &[(&str, &str)]) -> String {
     let mut ser = form_urlencoded::Serializer::new(String::new());
     for (k, v) in pairs {
         ser.append_pair(k, v);
@@ -44,14 +44,14 @@ pub fn query(pairs: &[(&str, &str)]) -> String {
 }
 
 /// One query parameter, decoded (the first when repeated).
-pub fn query_param(uri: &Uri, name: &str) -> Option<String> {
+pub(crate) fn query_param(uri: &Uri, name: &str) -> Option<String> {
     form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.into_owned())
 }
 
 /// Whether the client accepts HTML (a browser navigating or posting a form).
-pub fn accepts_html(headers: &HeaderMap) -> bool {
+pub(crate) fn accepts_html(headers: &HeaderMap) -> bool {
     headers
         .get_all(header::ACCEPT)
         .iter()

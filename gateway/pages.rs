@@ -25,7 +25,7 @@ pub const CONTENT_SECURITY_POLICY: &str =
 /// form POST, which the CSRF check ([`crate::http::origin::check`]) must refuse. `same-origin`
 /// still keeps the email and tokens in our URLs from ever reaching another site (a logo on
 /// another host included).
-pub const REFERRER_POLICY: &str = "same-origin";
+pub(crate) const REFERRER_POLICY: &str = "same-origin";
 
 /// The default accent (buttons, links) and the text on it.
 const ACCENT: &str = "#2450c4";
@@ -49,7 +49,7 @@ a{color:var(--link)}hr{border:0;border-top:1px solid #dde1ea;margin:1.75rem 0}\
 
 /// A line shown above a form.
 #[derive(Debug, Clone, Copy)]
-pub enum Message<'a> {
+pub(crate) enum Message<'a> {
     None,
     /// Something went wrong; shown with `role="alert"`.
     Error(&'a str),
@@ -59,7 +59,7 @@ pub enum Message<'a> {
 
 /// The pages' `Content-Security-Policy`: [`CONTENT_SECURITY_POLICY`], plus with a logo an
 /// `img-src` naming that one image (an https logo) or this origin (a path).
-pub fn content_security_policy(brand: &Branding) -> String {
+pub(crate) fn content_security_policy(brand: &Branding) -> String {
     match &brand.logo {
         None => CONTENT_SECURITY_POLICY.to_string(),
         Some(logo) => CONTENT_SECURITY_POLICY.replacen(
@@ -72,7 +72,7 @@ pub fn content_security_policy(brand: &Branding) -> String {
 
 /// An HTML response with the pages' security headers, `Cache-Control: no-store` included:
 /// no page (the "signed in as" one above all) is kept by a browser or a cache.
-pub fn html(brand: &Branding, status: StatusCode, page: String) -> Response<Body> {
+pub(crate) fn html(brand: &Branding, status: StatusCode, page: String) -> Response<Body> {
     let csp = HeaderValue::from_str(&content_security_policy(brand))
         .unwrap_or_else(|_| HeaderValue::from_static(CONTENT_SECURITY_POLICY));
     with_headers(status, page, csp)
@@ -101,7 +101,7 @@ fn with_headers(status: StatusCode, page: String, csp: HeaderValue) -> Response<
 }
 
 /// A `303 See Other` to a same-origin `location` (already checked or built here).
-pub fn see_other(location: &str) -> Response<Body> {
+pub(crate) fn see_other(location: &str) -> Response<Body> {
     let csp = HeaderValue::from_static(CONTENT_SECURITY_POLICY);
     let mut resp = with_headers(StatusCode::SEE_OTHER, String::new(), csp);
     let value = HeaderValue::from_str(location).unwrap_or_else(|_| HeaderValue::from_static("/"));
@@ -224,7 +224,12 @@ fn link_with_return_to(path: &str, return_to: &str) -> String {
 /// The sign-in page: a password form posting to `/auth/login`; one email form that posts to
 /// `/auth/otp/request` ("email me a code") or, by its second button, to `/auth/magic/request`
 /// ("email me a link"); and a link to create an account. Every form carries `return_to`.
-pub fn login_page(brand: &Branding, return_to: &str, email: &str, msg: Message<'_>) -> String {
+pub(crate) fn login_page(
+    brand: &Branding,
+    return_to: &str,
+    email: &str,
+    msg: Message<'_>,
+) -> String {
     let return_to = safe_return_to(Some(return_to));
     let mut main = String::from("<h1>Sign in</h1>");
     main.push_str(&message(msg));
@@ -255,7 +260,12 @@ pub fn login_page(brand: &Branding, return_to: &str, email: &str, msg: Message<'
 
 /// The account creation page: email and new password, posting to `/auth/register` with
 /// `return_to`.
-pub fn register_page(brand: &Branding, email: &str, return_to: &str, msg: Message<'_>) -> String {
+pub(crate) fn register_page(
+    brand: &Branding,
+    email: &str,
+    return_to: &str,
+    msg: Message<'_>,
+) -> String {
     let return_to = safe_return_to(Some(return_to));
     let mut main = String::from("<h1>Create an account</h1>");
     main.push_str(&message(msg));
@@ -282,7 +292,7 @@ pub fn register_page(brand: &Branding, email: &str, return_to: &str, msg: Messag
 ///
 /// # Security
 /// It reads the same whether or not the address was free: registration never says.
-pub fn verify_email_page(
+pub(crate) fn verify_email_page(
     brand: &Branding,
     email: &str,
     return_to: &str,
@@ -318,7 +328,7 @@ pub fn verify_email_page(
 }
 
 /// The code entry page: posts the code to `/auth/otp/verify` with purpose `login`.
-pub fn otp_page(brand: &Branding, email: &str, return_to: &str, msg: Message<'_>) -> String {
+pub(crate) fn otp_page(brand: &Branding, email: &str, return_to: &str, msg: Message<'_>) -> String {
     let return_to = safe_return_to(Some(return_to));
     let mut main = String::from("<h1>Check your email</h1>");
     main.push_str(&message(msg));
@@ -340,7 +350,7 @@ pub fn otp_page(brand: &Branding, email: &str, return_to: &str, msg: Message<'_>
 
 /// "Check your email" after a magic-link request: the same words whether or not the address
 /// has an account.
-pub fn magic_sent_page(brand: &Branding, email: &str, return_to: &str) -> String {
+pub(crate) fn magic_sent_page(brand: &Branding, email: &str, return_to: &str) -> String {
     let return_to = safe_return_to(Some(return_to));
     let main = format!(
         "<h1>Check your email</h1>\
@@ -356,7 +366,7 @@ pub fn magic_sent_page(brand: &Branding, email: &str, return_to: &str) -> String
 
 /// The magic-link landing page: a button that POSTs the token back. A GET never signs in,
 /// because mail scanners prefetch links.
-pub fn magic_confirm_page(brand: &Branding, token: &str) -> String {
+pub(crate) fn magic_confirm_page(brand: &Branding, token: &str) -> String {
     let action = format!(
         "/auth/magic/{}",
         percent_encoding::utf8_percent_encode(token, percent_encoding::NON_ALPHANUMERIC)
@@ -372,13 +382,13 @@ pub fn magic_confirm_page(brand: &Branding, token: &str) -> String {
 }
 
 /// `GET /auth/magic/{token}`: the confirm page for a magic link.
-pub fn magic_confirm(brand: &Branding, token: &str) -> Response<Body> {
+pub(crate) fn magic_confirm(brand: &Branding, token: &str) -> Response<Body> {
     html(brand, StatusCode::OK, magic_confirm_page(brand, token))
 }
 
 /// The reset request page: an email form posting to `/auth/otp/request` with purpose
 /// `password_reset`.
-pub fn reset_request_page(brand: &Branding, email: &str, msg: Message<'_>) -> String {
+pub(crate) fn reset_request_page(brand: &Branding, email: &str, msg: Message<'_>) -> String {
     let mut main = String::from("<h1>Reset your password</h1>");
     main.push_str(&message(msg));
     let _ = write!(
@@ -394,7 +404,7 @@ pub fn reset_request_page(brand: &Branding, email: &str, msg: Message<'_>) -> St
 }
 
 /// The reset form: code and new password, posting to `/auth/password/reset`.
-pub fn reset_confirm_page(brand: &Branding, email: &str, msg: Message<'_>) -> String {
+pub(crate) fn reset_confirm_page(brand: &Branding, email: &str, msg: Message<'_>) -> String {
     let mut main = String::from("<h1>Choose a new password</h1>");
     main.push_str(&message(msg));
     let _ = write!(
@@ -414,7 +424,7 @@ pub fn reset_confirm_page(brand: &Branding, email: &str, msg: Message<'_>) -> St
 }
 
 /// The sign-out page: one button that POSTs to `/auth/logout`.
-pub fn logout_page(brand: &Branding) -> String {
+pub(crate) fn logout_page(brand: &Branding) -> String {
     layout(
         brand,
         "Sign out",
@@ -425,7 +435,7 @@ pub fn logout_page(brand: &Branding) -> String {
 }
 
 /// "Signed in as": who the session belongs to, with a sign-out button.
-pub fn signed_in_page(brand: &Branding, email: &str, roles: &[String]) -> String {
+pub(crate) fn signed_in_page(brand: &Branding, email: &str, roles: &[String]) -> String {
     let roles = if roles.is_empty() {
         String::new()
     } else {
@@ -445,7 +455,7 @@ pub fn signed_in_page(brand: &Branding, email: &str, roles: &[String]) -> String
 
 /// The fixed notices `?notice=` may ask for; anything else shows nothing, so a link cannot
 /// put words on our page.
-pub fn notice(key: Option<&str>) -> Message<'static> {
+pub(crate) fn notice(key: Option<&str>) -> Message<'static> {
     match key {
         Some("password_reset") => {
             Message::Notice("your password was changed; sign in with the new one")

@@ -5,7 +5,7 @@
 //! upstream request (strip, then inject identity headers) → 7 forward → 8 response → 9 one log
 //! line. [`handle`] turns any error into a response exactly once; the phases use `?` freely.
 
-pub mod websocket;
+pub(crate) mod websocket;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -31,7 +31,7 @@ use crate::{endpoints, path};
 type UpstreamRequest = Request<Body>;
 
 /// Serves one request: never fails, every error becomes its JSON response here.
-pub async fn handle(
+pub(crate) async fn handle(
     worker: Arc<Worker>,
     conn: Conn,
     req: Request<hyper::body::Incoming>,
@@ -192,7 +192,7 @@ fn dispatch(
 /// none on HTTP/1.1, neither `:authority` nor `Host` on HTTP/2 or the two naming different
 /// hosts; from a trusted proxy, more than one `X-Forwarded-Proto` or one that is not `http`
 /// or `https`, more than one `X-Forwarded-Host` or an invalid one.
-pub fn scheme_and_host(
+pub(crate) fn scheme_and_host(
     gw: &Gateway,
     conn: Conn,
     req: &Request<Incoming>,

@@ -501,7 +501,7 @@ fn tls_acceptor(files: &config::TlsFiles) -> Result<TlsAcceptor, StartError> {
 /// Sets up logging as `[log]` says, to standard error through a background writer thread, so
 /// no request waits on log I/O (under overload, lines are dropped rather than waited for).
 /// Keep the returned guard alive: dropping it flushes what is buffered.
-pub fn init_logging(cfg: &config::Log) -> tracing_appender::non_blocking::WorkerGuard {
+pub(crate) fn init_logging(cfg: &config::Log) -> tracing_appender::non_blocking::WorkerGuard {
     let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
     let filter =
         tracing_subscriber::EnvFilter::try_new(&cfg.level).unwrap_or_else(|_| "info".into());
@@ -519,7 +519,7 @@ pub fn init_logging(cfg: &config::Log) -> tracing_appender::non_blocking::Worker
 ///
 /// # Errors
 /// Whatever [`Server::bind`] refuses.
-pub async fn serve(config: Config) -> Result<(), StartError> {
+pub(crate) async fn serve(config: Config) -> Result<(), StartError> {
     let _log_guard = init_logging(&config.log);
     let server = Server::bind(config).await?;
     server.run(shutdown_signal()).await;
@@ -527,7 +527,7 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
 }
 
 /// Completes on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

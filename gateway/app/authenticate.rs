@@ -16,7 +16,7 @@ use crate::headers;
 use crate::sessions::Identity;
 
 /// The token a request presents, and how.
-pub fn presented_token<'a>(headers: &'a HeaderMap, cookie_name: &str) -> Option<&'a str> {
+pub(crate) fn presented_token<'a>(headers: &'a HeaderMap, cookie_name: &str) -> Option<&'a str> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -30,7 +30,7 @@ impl Gateway {
     ///
     /// # Errors
     /// 405 for a method outside `route.methods`; 503 when the session store cannot answer.
-    pub async fn authenticate_for(
+    pub(crate) async fn authenticate_for(
         &self,
         route: &Route,
         method: &Method,
@@ -57,7 +57,7 @@ impl Gateway {
     /// # Errors
     /// 503 when the session store cannot answer a cache miss; 429 when the address's
     /// session-miss budget (`rate_limits.session_miss_per_ip`) is spent.
-    pub async fn authenticate(
+    pub(crate) async fn authenticate(
         &self,
         headers: &HeaderMap,
         client_ip: IpAddr,
@@ -73,7 +73,7 @@ impl Gateway {
     ///
     /// # Errors
     /// 401 without a valid session; 503 when the store cannot answer.
-    pub async fn require_identity(
+    pub(crate) async fn require_identity(
         &self,
         headers: &HeaderMap,
         ctx: &mut Ctx<'_>,

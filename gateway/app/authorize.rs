@@ -12,7 +12,7 @@ use crate::sessions::Identity;
 ///
 /// # Errors
 /// [`HttpError::Unauthenticated`] (401) and [`HttpError::Forbidden`] (403).
-pub fn authorize(route: &Route, identity: Option<&Identity>) -> Result<(), HttpError> {
+pub(crate) fn authorize(route: &Route, identity: Option<&Identity>) -> Result<(), HttpError> {
     match (route.auth, identity) {
         (AuthPolicy::Public | AuthPolicy::Optional, _) => Ok(()),
         (AuthPolicy::Required, None) => Err(HttpError::Unauthenticated),
@@ -24,12 +24,12 @@ pub fn authorize(route: &Route, identity: Option<&Identity>) -> Result<(), HttpE
 }
 
 /// A top-level browser navigation: GET or HEAD that accepts HTML.
-pub fn is_browser_navigation(method: &Method, headers: &HeaderMap) -> bool {
+pub(crate) fn is_browser_navigation(method: &Method, headers: &HeaderMap) -> bool {
     (method == Method::GET || method == Method::HEAD) && accepts_html(headers)
 }
 
 /// `/auth/login?return_to=<path and query>`: always a same-origin relative path.
-pub fn login_location(uri: &Uri) -> String {
+pub(crate) fn login_location(uri: &Uri) -> String {
     let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
     let encoded = percent_encoding::utf8_percent_encode(target, percent_encoding::NON_ALPHANUMERIC);
     format!("{}?return_to={encoded}", paths::LOGIN_PAGE)

@@ -17,7 +17,7 @@ use serde::Deserialize;
 /// `POST /auth/password/change`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ChangeInput {
+pub(crate) struct ChangeInput {
     pub current_password: String,
     pub new_password: String,
 }
@@ -28,7 +28,7 @@ pub struct ChangeInput {
 /// # Errors
 /// 429 (login rate limits, failed-password budget), 422 weak password, 401
 /// `invalid_credentials` for a wrong current password, 503.
-pub async fn change_password(
+pub(crate) async fn change_password(
     gw: &Gateway,
     ctx: &mut Ctx<'_>,
     identity: &Identity,
@@ -55,7 +55,10 @@ pub async fn change_password(
 ///
 /// # Errors
 /// 503.
-pub async fn sessions(gw: &Gateway, identity: &Identity) -> Result<Vec<SessionInfo>, HttpError> {
+pub(crate) async fn sessions(
+    gw: &Gateway,
+    identity: &Identity,
+) -> Result<Vec<SessionInfo>, HttpError> {
     Ok(sessions::list(gw.sessions.pool(), &identity.user_id).await?)
 }
 
@@ -65,7 +68,7 @@ pub async fn sessions(gw: &Gateway, identity: &Identity) -> Result<Vec<SessionIn
 /// # Errors
 /// 404 when `id` is not a session id or not one of the caller's live sessions (another
 /// user's included), 503.
-pub async fn revoke_session(
+pub(crate) async fn revoke_session(
     gw: &Gateway,
     identity: &Identity,
     id: &str,
@@ -85,7 +88,7 @@ pub async fn revoke_session(
 ///
 /// # Errors
 /// 503.
-pub async fn revoke_others(gw: &Gateway, identity: &Identity) -> Result<u64, HttpError> {
+pub(crate) async fn revoke_others(gw: &Gateway, identity: &Identity) -> Result<u64, HttpError> {
     Ok(gw
         .sessions
         .revoke_others(&identity.user_id, identity.session_id, "user")
@@ -97,7 +100,7 @@ pub async fn revoke_others(gw: &Gateway, identity: &Identity) -> Result<u64, Htt
 ///
 /// # Errors
 /// 429 over the session-miss budget, 503.
-pub async fn logout(
+pub(crate) async fn logout(
     gw: &Gateway,
     headers: &HeaderMap,
     ctx: &mut Ctx<'_>,

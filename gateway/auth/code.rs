@@ -21,7 +21,7 @@ fn purpose_of(raw: &str) -> Result<Purpose, HttpError> {
 /// `POST /auth/otp/request`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RequestInput {
+pub(crate) struct RequestInput {
     pub email: String,
     pub purpose: String,
 }
@@ -31,7 +31,7 @@ pub struct RequestInput {
 ///
 /// # Errors
 /// 400 for a malformed email or an unknown purpose, 429 over the rate limit.
-pub async fn request(
+pub(crate) async fn request(
     gw: &Gateway,
     ctx: &mut Ctx<'_>,
     input: RequestInput,
@@ -52,7 +52,7 @@ pub async fn request(
 /// `POST /auth/otp/verify`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct VerifyInput {
+pub(crate) struct VerifyInput {
     pub email: String,
     pub code: String,
     pub purpose: String,
@@ -62,7 +62,7 @@ pub struct VerifyInput {
 
 /// What a good code did.
 #[derive(Debug)]
-pub enum Verified {
+pub(crate) enum Verified {
     /// A `login` code: open a session for this user.
     Login(users::User),
     /// A `verify_email` code: the address is now verified.
@@ -78,7 +78,7 @@ pub enum Verified {
 /// 400 for a malformed email or purpose (`password_reset` included); 429 over the rate limit
 /// or past the (email, purpose) failure budget; 401 `invalid_code` for a wrong, expired, used
 /// or exhausted code, whatever the reason; 503 when the database is down.
-pub async fn verify(
+pub(crate) async fn verify(
     gw: &Gateway,
     ctx: &mut Ctx<'_>,
     input: &VerifyInput,

@@ -15,7 +15,7 @@ use crate::users;
 /// `POST /auth/magic/request`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RequestInput {
+pub(crate) struct RequestInput {
     pub email: String,
     #[serde(default)]
     pub return_to: Option<String>,
@@ -27,7 +27,7 @@ pub struct RequestInput {
 ///
 /// # Errors
 /// 400 for a malformed email, 429 over the rate limit.
-pub async fn request(
+pub(crate) async fn request(
     gw: &Gateway,
     ctx: &mut Ctx<'_>,
     input: RequestInput,
@@ -47,7 +47,7 @@ pub async fn request(
 
 /// A consumed magic link: who signs in, and where to go.
 #[derive(Debug)]
-pub struct MagicLogin {
+pub(crate) struct MagicLogin {
     pub user: users::User,
     /// A same-origin path, checked again on the way out.
     pub return_to: String,
@@ -60,7 +60,7 @@ pub struct MagicLogin {
 /// 429 over the per-IP limit of code verification; 401 [`HttpError::InvalidLink`] (code
 /// `invalid_code`) for a malformed, unknown, expired or used token, or an account that is
 /// gone or disabled; 503 when the database is down.
-pub async fn consume(
+pub(crate) async fn consume(
     gw: &Gateway,
     ctx: &mut Ctx<'_>,
     token: &str,

@@ -14,7 +14,7 @@ use crate::{failures, users};
 /// `POST /auth/login`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct LoginInput {
+pub(crate) struct LoginInput {
     pub email: String,
     pub password: String,
     #[serde(default)]
@@ -34,7 +34,7 @@ pub struct LoginInput {
 /// # Security
 /// Unknown and known emails do the same queries, the same bcrypt and record the same
 /// failure, so neither the answer nor its time tells them apart.
-pub async fn verify(
+pub(crate) async fn verify(
     gw: &Gateway,
     email: &str,
     password: &str,
@@ -86,7 +86,7 @@ pub async fn verify(
 ///
 /// # Errors
 /// As [`verify`]; 503 when the session cannot be stored or checked.
-pub async fn login(
+pub(crate) async fn login(
     gw: &Gateway,
     headers: &HeaderMap,
     ctx: &mut Ctx<'_>,

@@ -13,7 +13,7 @@ use crate::ratelimit::Action;
 /// `POST /auth/register`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RegisterInput {
+pub(crate) struct RegisterInput {
     pub email: String,
     pub password: String,
 }
@@ -27,7 +27,7 @@ pub struct RegisterInput {
 /// # Security
 /// The request path does the same work whether or not the address is taken: nothing that
 /// looks at accounts runs before the answer.
-pub async fn register(
+pub(crate) async fn register(
     gw: &Gateway,
     ctx: &mut Ctx<'_>,
     input: RegisterInput,

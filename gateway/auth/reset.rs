@@ -13,7 +13,7 @@ use crate::{failures, users};
 /// `POST /auth/password/reset`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ResetInput {
+pub(crate) struct ResetInput {
     pub email: String,
     pub code: String,
     pub new_password: String,
@@ -25,7 +25,11 @@ pub struct ResetInput {
 /// # Errors
 /// 400 malformed email, 422 weak password (checked before the code, so a weak choice does not
 /// burn it), 429 rate limit or failure budget, 401 `invalid_code`, 503.
-pub async fn reset(gw: &Gateway, ctx: &mut Ctx<'_>, input: &ResetInput) -> Result<u64, HttpError> {
+pub(crate) async fn reset(
+    gw: &Gateway,
+    ctx: &mut Ctx<'_>,
+    input: &ResetInput,
+) -> Result<u64, HttpError> {
     let email = email_of(&input.email)?;
     gw.limits.check_ip(Action::OtpVerify, ctx.client_ip).await?;
     check_new_password(&input.new_password, &email).await?;

@@ -9,11 +9,11 @@ use super::raw::section;
 use super::validate::Validator;
 
 /// Longest product name, in characters.
-pub const MAX_NAME_CHARS: usize = 60;
+pub(super) const MAX_NAME_CHARS: usize = 60;
 /// Longest logo URL, in bytes.
-pub const MAX_LOGO_URL_BYTES: usize = 2048;
+pub(super) const MAX_LOGO_URL_BYTES: usize = 2048;
 /// Text on accent-coloured buttons when white would not contrast enough.
-pub const DARK_TEXT: &str = "#1b2240";
+pub(super) const DARK_TEXT: &str = "#1b2240";
 
 section! {
     /// `[branding]`: all empty by default (the pages and mails then say "Gateway").

@@ -10,104 +10,104 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::ENV_PREFIX;
-pub use super::branding::RawBranding;
+pub(crate) use super::branding::RawBranding;
 
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
-pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9091";
-pub const DEFAULT_PUBLIC_URL: &str = "https://localhost:8443";
-pub const DEFAULT_MAX_CONNECTIONS: u64 = 20_000;
-pub const DEFAULT_MAX_HEADER_BYTES: u64 = 64 * 1024;
-pub const DEFAULT_MAX_HEADERS: u64 = 100;
-pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
-pub const DEFAULT_HEADER_READ_TIMEOUT: &str = "10s";
-pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: &str = "10s";
-pub const DEFAULT_SHUTDOWN_GRACE: &str = "30s";
+pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
+pub(crate) const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9091";
+pub(crate) const DEFAULT_PUBLIC_URL: &str = "https://localhost:8443";
+pub(crate) const DEFAULT_MAX_CONNECTIONS: u64 = 20_000;
+pub(crate) const DEFAULT_MAX_HEADER_BYTES: u64 = 64 * 1024;
+pub(crate) const DEFAULT_MAX_HEADERS: u64 = 100;
+pub(crate) const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
+pub(crate) const DEFAULT_HEADER_READ_TIMEOUT: &str = "10s";
+pub(crate) const DEFAULT_TLS_HANDSHAKE_TIMEOUT: &str = "10s";
+pub(crate) const DEFAULT_SHUTDOWN_GRACE: &str = "30s";
 /// Long enough for a balancer checking `/readyz` every second and taking an instance out after
 /// two failures (HAProxy `inter 1s fall 2`, a Kubernetes readiness probe with `periodSeconds: 1`
 /// and `failureThreshold: 2`) to stop sending before the listener closes.
-pub const DEFAULT_ACCEPT_GRACE: &str = "5s";
-pub const DEFAULT_H2_MAX_CONCURRENT_STREAMS: u64 = 256;
+pub(crate) const DEFAULT_ACCEPT_GRACE: &str = "5s";
+pub(crate) const DEFAULT_H2_MAX_CONCURRENT_STREAMS: u64 = 256;
 /// `0`: one worker thread per available core.
-pub const DEFAULT_WORKERS: u64 = 0;
-pub const DEFAULT_HSTS: bool = true;
-pub const DEFAULT_HSTS_MAX_AGE: &str = "365d";
-pub const DEFAULT_HSTS_INCLUDE_SUBDOMAINS: bool = false;
+pub(crate) const DEFAULT_WORKERS: u64 = 0;
+pub(crate) const DEFAULT_HSTS: bool = true;
+pub(crate) const DEFAULT_HSTS_MAX_AGE: &str = "365d";
+pub(crate) const DEFAULT_HSTS_INCLUDE_SUBDOMAINS: bool = false;
 
-pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT: &str = "5s";
-pub const DEFAULT_UPSTREAM_RESPONSE_TIMEOUT: &str = "60s";
-pub const DEFAULT_UPSTREAM_POOL_IDLE_TIMEOUT: &str = "90s";
-pub const DEFAULT_UPSTREAM_POOL_MAX_IDLE: u64 = 256;
+pub(crate) const DEFAULT_UPSTREAM_CONNECT_TIMEOUT: &str = "5s";
+pub(crate) const DEFAULT_UPSTREAM_RESPONSE_TIMEOUT: &str = "60s";
+pub(crate) const DEFAULT_UPSTREAM_POOL_IDLE_TIMEOUT: &str = "90s";
+pub(crate) const DEFAULT_UPSTREAM_POOL_MAX_IDLE: u64 = 256;
 
-pub const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/gateway";
-pub const DEFAULT_DB_MAX_CONNECTIONS: u64 = 16;
-pub const DEFAULT_DB_POOL_WAIT: &str = "2s";
-pub const DEFAULT_DB_CONNECT_TIMEOUT: &str = "5s";
-pub const DEFAULT_DB_STATEMENT_TIMEOUT: &str = "5s";
+pub(crate) const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/gateway";
+pub(crate) const DEFAULT_DB_MAX_CONNECTIONS: u64 = 16;
+pub(crate) const DEFAULT_DB_POOL_WAIT: &str = "2s";
+pub(crate) const DEFAULT_DB_CONNECT_TIMEOUT: &str = "5s";
+pub(crate) const DEFAULT_DB_STATEMENT_TIMEOUT: &str = "5s";
 
-pub const DEFAULT_COOKIE_NAME: &str = "__Host-gw_session";
-pub const DEFAULT_SESSION_LIFETIME: &str = "30d";
-pub const DEFAULT_SESSION_IDLE_TIMEOUT: &str = "7d";
-pub const DEFAULT_TOUCH_INTERVAL: &str = "5m";
-pub const DEFAULT_TOUCH_QUEUE: u64 = 65_536;
-pub const DEFAULT_CACHE_TTL: &str = "60s";
-pub const DEFAULT_CACHE_CAPACITY: u64 = 2_000_000;
-pub const DEFAULT_NEGATIVE_TTL: &str = "5s";
-pub const DEFAULT_REVOCATION_POLL: &str = "1s";
-pub const DEFAULT_REVOCATION_OVERLAP: &str = "5s";
-pub const DEFAULT_SERVE_CACHED_WHEN_DB_DOWN: bool = true;
-pub const DEFAULT_TUNNEL_RECHECK: &str = "1s";
+pub(crate) const DEFAULT_COOKIE_NAME: &str = "__Host-gw_session";
+pub(crate) const DEFAULT_SESSION_LIFETIME: &str = "30d";
+pub(crate) const DEFAULT_SESSION_IDLE_TIMEOUT: &str = "7d";
+pub(crate) const DEFAULT_TOUCH_INTERVAL: &str = "5m";
+pub(crate) const DEFAULT_TOUCH_QUEUE: u64 = 65_536;
+pub(crate) const DEFAULT_CACHE_TTL: &str = "60s";
+pub(crate) const DEFAULT_CACHE_CAPACITY: u64 = 2_000_000;
+pub(crate) const DEFAULT_NEGATIVE_TTL: &str = "5s";
+pub(crate) const DEFAULT_REVOCATION_POLL: &str = "1s";
+pub(crate) const DEFAULT_REVOCATION_OVERLAP: &str = "5s";
+pub(crate) const DEFAULT_SERVE_CACHED_WHEN_DB_DOWN: bool = true;
+pub(crate) const DEFAULT_TUNNEL_RECHECK: &str = "1s";
 /// Tokens from before token tags end at the upgrade unless the operator keeps them.
-pub const DEFAULT_ACCEPT_LEGACY_TOKENS: bool = false;
+pub(crate) const DEFAULT_ACCEPT_LEGACY_TOKENS: bool = false;
 
-pub const DEFAULT_BCRYPT_COST: u32 = 12;
+pub(crate) const DEFAULT_BCRYPT_COST: u32 = 12;
 /// `0`: as many hashes at once as there are cores.
-pub const DEFAULT_BCRYPT_CONCURRENCY: u64 = 0;
-pub const DEFAULT_BCRYPT_QUEUE: u64 = 256;
+pub(crate) const DEFAULT_BCRYPT_CONCURRENCY: u64 = 0;
+pub(crate) const DEFAULT_BCRYPT_QUEUE: u64 = 256;
 
-pub const DEFAULT_MAIL_TRANSPORT: &str = "log";
-pub const DEFAULT_SMTP_URL: &str = "smtp://127.0.0.1:2525";
-pub const DEFAULT_MAIL_FROM: &str = "Gateway <no-reply@example.com>";
+pub(crate) const DEFAULT_MAIL_TRANSPORT: &str = "log";
+pub(crate) const DEFAULT_SMTP_URL: &str = "smtp://127.0.0.1:2525";
+pub(crate) const DEFAULT_MAIL_FROM: &str = "Gateway <no-reply@example.com>";
 
-pub const DEFAULT_MAIL_QUEUE: u64 = 1000;
-pub const DEFAULT_MAIL_RETRIES: u64 = 5;
-pub const DEFAULT_MAIL_SEND_TIMEOUT: &str = "10s";
+pub(crate) const DEFAULT_MAIL_QUEUE: u64 = 1000;
+pub(crate) const DEFAULT_MAIL_RETRIES: u64 = 5;
+pub(crate) const DEFAULT_MAIL_SEND_TIMEOUT: &str = "10s";
 
-pub const DEFAULT_CODE_TTL: &str = "10m";
-pub const DEFAULT_CODE_MAX_ATTEMPTS: u64 = 5;
-pub const DEFAULT_MAGIC_LINK_TTL: &str = "15m";
-pub const DEFAULT_FAILURE_BUDGET: u64 = 10;
-pub const DEFAULT_FAILURE_WINDOW: &str = "1h";
+pub(crate) const DEFAULT_CODE_TTL: &str = "10m";
+pub(crate) const DEFAULT_CODE_MAX_ATTEMPTS: u64 = 5;
+pub(crate) const DEFAULT_MAGIC_LINK_TTL: &str = "15m";
+pub(crate) const DEFAULT_FAILURE_BUDGET: u64 = 10;
+pub(crate) const DEFAULT_FAILURE_WINDOW: &str = "1h";
 
-pub const DEFAULT_RATE_LOGIN_IP: &str = "30/1m";
-pub const DEFAULT_RATE_LOGIN_EMAIL: &str = "10/1m";
-pub const DEFAULT_RATE_OTP_REQUEST_IP: &str = "20/1m";
-pub const DEFAULT_RATE_OTP_REQUEST_EMAIL: &str = "5/15m";
-pub const DEFAULT_RATE_OTP_VERIFY_IP: &str = "30/1m";
-pub const DEFAULT_RATE_OTP_VERIFY_EMAIL: &str = "10/15m";
-pub const DEFAULT_RATE_REGISTER_IP: &str = "10/1m";
+pub(crate) const DEFAULT_RATE_LOGIN_IP: &str = "30/1m";
+pub(crate) const DEFAULT_RATE_LOGIN_EMAIL: &str = "10/1m";
+pub(crate) const DEFAULT_RATE_OTP_REQUEST_IP: &str = "20/1m";
+pub(crate) const DEFAULT_RATE_OTP_REQUEST_EMAIL: &str = "5/15m";
+pub(crate) const DEFAULT_RATE_OTP_VERIFY_IP: &str = "30/1m";
+pub(crate) const DEFAULT_RATE_OTP_VERIFY_EMAIL: &str = "10/15m";
+pub(crate) const DEFAULT_RATE_REGISTER_IP: &str = "10/1m";
 /// Each registration mails the address (a code, or an "account exists" notice): this bounds
 /// how often anyone can make the gateway mail one address.
-pub const DEFAULT_RATE_REGISTER_EMAIL: &str = "5/15m";
-pub const DEFAULT_RATE_MAGIC_REQUEST_IP: &str = "20/1m";
-pub const DEFAULT_RATE_MAGIC_REQUEST_EMAIL: &str = "5/15m";
+pub(crate) const DEFAULT_RATE_REGISTER_EMAIL: &str = "5/15m";
+pub(crate) const DEFAULT_RATE_MAGIC_REQUEST_IP: &str = "20/1m";
+pub(crate) const DEFAULT_RATE_MAGIC_REQUEST_EMAIL: &str = "5/15m";
 /// Session queries (cache misses of well-formed, correctly tagged tokens) per client address:
 /// a burst of 600, then 10 a second, enough for hundreds of users behind one NAT whose
 /// sessions each miss once per `cache_ttl`.
-pub const DEFAULT_RATE_SESSION_MISS_IP: &str = "600/1m";
+pub(crate) const DEFAULT_RATE_SESSION_MISS_IP: &str = "600/1m";
 /// The limits hold for the whole fleet (counted in the database), not per instance.
-pub const DEFAULT_RATE_FLEET_WIDE: bool = true;
+pub(crate) const DEFAULT_RATE_FLEET_WIDE: bool = true;
 
-pub const DEFAULT_LOG_FORMAT: &str = "text";
-pub const DEFAULT_LOG_LEVEL: &str = "info";
+pub(crate) const DEFAULT_LOG_FORMAT: &str = "text";
+pub(crate) const DEFAULT_LOG_LEVEL: &str = "info";
 
-pub const DEFAULT_HEADER_USER_ID: &str = "x-user-id";
-pub const DEFAULT_HEADER_USER_EMAIL: &str = "x-user-email";
-pub const DEFAULT_HEADER_USER_ROLES: &str = "x-user-roles";
-pub const DEFAULT_HEADER_SESSION_ID: &str = "x-session-id";
-pub const DEFAULT_HEADER_SIGNATURE: &str = "x-identity-signature";
-pub const DEFAULT_HEADER_USER_EMAIL_VERIFIED: &str = "x-user-email-verified";
+pub(crate) const DEFAULT_HEADER_USER_ID: &str = "x-user-id";
+pub(crate) const DEFAULT_HEADER_USER_EMAIL: &str = "x-user-email";
+pub(crate) const DEFAULT_HEADER_USER_ROLES: &str = "x-user-roles";
+pub(crate) const DEFAULT_HEADER_SESSION_ID: &str = "x-session-id";
+pub(crate) const DEFAULT_HEADER_SIGNATURE: &str = "x-identity-signature";
+pub(crate) const DEFAULT_HEADER_USER_EMAIL_VERIFIED: &str = "x-user-email-verified";
 /// Identity headers are not signed unless `headers.sign` says so.
-pub const DEFAULT_HEADERS_SIGN: bool = false;
+pub(crate) const DEFAULT_HEADERS_SIGN: bool = false;
 
 /// Where a value comes from: `section.key`, or `routes[index].key` for a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,7 +139,7 @@ impl fmt::Display for Key {
 }
 
 /// The environment variable of `section.key`: `GATEWAY_SECTION__KEY`.
-pub fn env_var(path: &str) -> String {
+pub(crate) fn env_var(path: &str) -> String {
     format!(
         "{ENV_PREFIX}{}",
         path.replacen('.', "__", 1).to_ascii_uppercase()

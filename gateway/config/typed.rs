@@ -338,7 +338,7 @@ impl PublicUrl {
 ///
 /// # Errors
 /// A message with the accepted forms.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim()).map_err(|_| {
         format!("`{s}` is not a duration; write it like \"500ms\", \"30s\", \"15m\" or \"30d\"")
     })

@@ -17,7 +17,7 @@ use super::typed::{
 use super::{DEFAULT_PUBLIC_URL, MIN_SECRET_BYTES, Problem};
 
 /// Largest `server.max_body_bytes`: 1 TiB.
-pub const MAX_BODY_BYTES_LIMIT: u64 = 1 << 40;
+pub(crate) const MAX_BODY_BYTES_LIMIT: u64 = 1 << 40;
 
 /// Collects the problems of one validation.
 #[derive(Default)]

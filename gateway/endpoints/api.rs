@@ -71,7 +71,7 @@ async fn changer(
 
 /// `POST /auth/login` {email, password, device_label?} → 200 with the session (token, session,
 /// user), the cookie set.
-pub async fn login(
+pub(crate) async fn login(
     gw: &Gateway,
     req: Request<Incoming>,
     ctx: &mut Ctx<'_>,
@@ -93,7 +93,7 @@ pub async fn login(
 
 /// `POST /auth/logout` → 200 `{"revoked": bool}`: revokes this session if there is one,
 /// removes the cookie and sends [`CLEAR_SITE_DATA_ON_LOGOUT`].
-pub async fn logout(
+pub(crate) async fn logout(
     gw: &Gateway,
     req: Request<Incoming>,
     ctx: &mut Ctx<'_>,
@@ -106,7 +106,7 @@ pub async fn logout(
 }
 
 /// What every sign-out answer carries: the cookie removed and [`CLEAR_SITE_DATA_ON_LOGOUT`].
-pub fn signed_out(gw: &Gateway, ctx: &Ctx<'_>, resp: &mut Response<Body>) {
+pub(crate) fn signed_out(gw: &Gateway, ctx: &Ctx<'_>, resp: &mut Response<Body>) {
     let h = resp.headers_mut();
     h.append(header::SET_COOKIE, gw.clear_cookie(ctx));
     h.insert(
@@ -116,7 +116,7 @@ pub fn signed_out(gw: &Gateway, ctx: &Ctx<'_>, resp: &mut Response<Body>) {
 }
 
 /// `GET /auth/session` → 200 with the user and the session ("who am I").
-pub async fn session(
+pub(crate) async fn session(
     gw: &Gateway,
     req: Request<Incoming>,
     ctx: &mut Ctx<'_>,
@@ -132,7 +132,7 @@ pub async fn session(
 }
 
 /// `POST /auth/register` {email, password} → 202.
-pub async fn register(
+pub(crate) async fn register(
     gw: &Gateway,
     req: Request<Incoming>,
     ctx: &mut Ctx<'_>,
@@ -143,7 +143,7 @@ pub async fn register(
 }
 
 /// `POST /auth/otp/request` {email, purpose} → 202.
-pub async fn otp_request(
+pub(crate) async fn otp_request(
     gw: &Gateway,
     req: Request<Incoming>,
     ctx: &mut Ctx<'_>,
@@ -155,7 +155,7 @@ pub async fn otp_request(
 
 /// `POST /auth/otp/verify` {email, code, purpose, device_label?}: `login` → 200 with the
 /// session (cookie set, as password login); `verify_email` → 200 `{"email_verified": true}`.
-pub async fn otp_verify(
+pub(crate) async fn otp_verify(
     gw: &Gateway,
     req: Request<Incoming>,
     ctx: &mut Ctx<'_>,
@@ -176,7 +176,7 @@ pub async fn otp_verify(
 }
 
 /// `POST /auth/magic/request` {email, return_to?} → 202.
-pub async fn magic_request(
+pub(crate) async fn magic_request(
     gw: &Gateway,
     req: Request<Incoming>,
     ctx: &mut Ctx<'_>,
@@ -193,7 +193,7 @@ pub async fn magic_request(
 /// # Errors
 /// 403 cross-origin (login CSRF), 429 over the per-IP limit of code verification, 401
 /// [`HttpError::InvalidLink`], 503.
-pub async fn magic_consume(
+pub(crate) async fn magic_consume(
     gw: &Gateway,
     req: Request<Incoming>,
     ctx: &mut Ctx<'_>,
@@ -208,7 +208,7 @@ pub async fn magic_consume(
 
 /// `POST /auth/password/reset` {email, code, new_password} → 200 with the number of sessions
 /// revoked.
-pub async fn password_reset(
+pub(crate) async fn password_reset(
     gw: &Gateway,
     req: Request<Incoming>,
     ctx: &mut Ctx<'_>,
@@ -224,7 +224,7 @@ pub async fn password_reset(
 
 /// `POST /auth/password/change` {current_password, new_password} → 200 with the number of
 /// other sessions revoked.
-pub async fn password_change(
+pub(crate) async fn password_change(
     gw: &Gateway,
     req: Request<Incoming>,
     ctx: &mut Ctx<'_>,
@@ -244,7 +244,7 @@ pub async fn password_change(
 ///
 /// # Errors
 /// 401 without a session, 503.
-pub async fn list_sessions(
+pub(crate) async fn list_sessions(
     gw: &Gateway,
     req: Request<Incoming>,
     ctx: &mut Ctx<'_>,
@@ -271,7 +271,7 @@ pub async fn list_sessions(
 /// # Errors
 /// 405 for another method, 401, 403 cross-origin, 404 when the id is not one of the caller's
 /// live sessions (another user's included), 503.
-pub async fn revoke_session(
+pub(crate) async fn revoke_session(
     gw: &Gateway,
     req: Request<Incoming>,
     ctx: &mut Ctx<'_>,
@@ -295,7 +295,7 @@ pub async fn revoke_session(
 ///
 /// # Errors
 /// 401, 403 cross-origin, 503.
-pub async fn revoke_others(
+pub(crate) async fn revoke_others(
     gw: &Gateway,
     req: Request<Incoming>,
     ctx: &mut Ctx<'_>,

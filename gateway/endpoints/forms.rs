@@ -32,7 +32,7 @@ use crate::sessions::NewSession;
 ///
 /// # Errors
 /// 404 for another path; 503 when the session store cannot answer.
-pub async fn page(
+pub(crate) async fn page(
     gw: &Gateway,
     req: &Request<Incoming>,
     endpoint: &str,
@@ -77,7 +77,7 @@ pub async fn page(
 /// The page again after a failed post: the error's status, its public message (a rate limit
 /// says how long to wait) and its `Retry-After`; the internal cause, if any, goes to the log
 /// only.
-pub fn failed(
+pub(crate) fn failed(
     brand: &Branding,
     ctx: &Ctx<'_>,
     e: HttpError,
@@ -97,7 +97,7 @@ pub fn failed(
 }
 
 /// `303` to `location` with the new session's cookie.
-pub fn signed_in(
+pub(crate) fn signed_in(
     gw: &Gateway,
     ctx: &Ctx<'_>,
     location: &str,
@@ -131,7 +131,11 @@ fn shown_email(email: &str) -> String {
 /// `POST /auth/login` as a form (`email`, `password`, `return_to`): `303` to
 /// `safe_return_to(return_to)` with the session cookie, or the sign-in page again with 401
 /// and the same message whatever was wrong.
-pub async fn login(gw: &Gateway, req: Request<Incoming>, ctx: &mut Ctx<'_>) -> Response<Body> {
+pub(crate) async fn login(
+    gw: &Gateway,
+    req: Request<Incoming>,
+    ctx: &mut Ctx<'_>,
+) -> Response<Body> {
     let brand = &gw.config.branding;
     let headers = req.headers().clone();
     let form = match checked_form(gw, req).await {
@@ -150,7 +154,11 @@ pub async fn login(gw: &Gateway, req: Request<Incoming>, ctx: &mut Ctx<'_>) -> R
 /// verification page, whether the address was free or taken (the core,
 /// [`register::register`], does the same work either way); a malformed email, a weak password
 /// or a rate limit shows the form again.
-pub async fn register(gw: &Gateway, req: Request<Incoming>, ctx: &mut Ctx<'_>) -> Response<Body> {
+pub(crate) async fn register(
+    gw: &Gateway,
+    req: Request<Incoming>,
+    ctx: &mut Ctx<'_>,
+) -> Response<Body> {
     let brand = &gw.config.branding;
     let form = match checked_form(gw, req).await {
         Ok(form) => form,
@@ -178,7 +186,7 @@ pub async fn register(gw: &Gateway, req: Request<Incoming>, ctx: &mut Ctx<'_>) -
 /// entry page (purpose `login`), the verification page (`verify_email`) or the reset form
 /// (`password_reset`), whether or not the address has an account; a malformed email or a
 /// rate limit shows the page again.
-pub async fn otp_request(
+pub(crate) async fn otp_request(
     gw: &Gateway,
     req: Request<Incoming>,
     ctx: &mut Ctx<'_>,
@@ -217,7 +225,11 @@ pub async fn otp_request(
 /// `login` code, or a good `verify_email` code (which proves the same mailbox), answers `303`
 /// to `safe_return_to(return_to)` with the session cookie. A wrong, expired or used code
 /// shows its page again with 401.
-pub async fn otp_verify(gw: &Gateway, req: Request<Incoming>, ctx: &mut Ctx<'_>) -> Response<Body> {
+pub(crate) async fn otp_verify(
+    gw: &Gateway,
+    req: Request<Incoming>,
+    ctx: &mut Ctx<'_>,
+) -> Response<Body> {
     let brand = &gw.config.branding;
     let headers = req.headers().clone();
     let form = match checked_form(gw, req).await {
@@ -250,7 +262,7 @@ pub async fn otp_verify(gw: &Gateway, req: Request<Incoming>, ctx: &mut Ctx<'_>)
 /// `POST /auth/magic/request` as a form (`email`, `return_to`; the sign-in page's "email me a
 /// link" button): `303` to the "check your email" page whether or not the address has an
 /// account; a malformed email or a rate limit shows the sign-in page again.
-pub async fn magic_request(
+pub(crate) async fn magic_request(
     gw: &Gateway,
     req: Request<Incoming>,
     ctx: &mut Ctx<'_>,
@@ -274,7 +286,7 @@ pub async fn magic_request(
 
 /// `POST /auth/password/reset` as a form (`email`, `code`, `new_password`): `303` to the
 /// sign-in page with a notice; any failure shows the reset form again.
-pub async fn password_reset(
+pub(crate) async fn password_reset(
     gw: &Gateway,
     req: Request<Incoming>,
     ctx: &mut Ctx<'_>,
@@ -301,7 +313,7 @@ pub async fn password_reset(
 ///
 /// # Errors
 /// 404 for a path segment that is not shaped like a token.
-pub fn magic_page(gw: &Gateway, token: &str) -> Result<Response<Body>, HttpError> {
+pub(crate) fn magic_page(gw: &Gateway, token: &str) -> Result<Response<Body>, HttpError> {
     if !codes::is_link_token(token) {
         return Err(HttpError::NotFound);
     }
@@ -312,7 +324,7 @@ pub fn magic_page(gw: &Gateway, token: &str) -> Result<Response<Body>, HttpError
 /// the link, opens a session, sets the cookie and answers 303 to the stored `return_to`; a
 /// failure answers the sign-in page with the error, whose "email me a link" asks for a new
 /// one.
-pub async fn magic_consume(
+pub(crate) async fn magic_consume(
     gw: &Gateway,
     req: Request<Incoming>,
     ctx: &mut Ctx<'_>,
@@ -340,7 +352,7 @@ pub async fn magic_consume(
 ///
 /// # Errors
 /// 403 cross-origin (as JSON: the form is not shown again), 503.
-pub async fn logout(
+pub(crate) async fn logout(
     gw: &Gateway,
     req: Request<Incoming>,
     ctx: &mut Ctx<'_>,

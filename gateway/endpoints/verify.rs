@@ -13,11 +13,12 @@ use crate::http::json;
 use crate::{headers, path, upstream};
 
 /// `/auth/verify`: the request target (path and query) the backend must receive.
-pub const UPSTREAM_URI: HeaderName = HeaderName::from_static("x-upstream-uri");
+pub(crate) const UPSTREAM_URI: HeaderName = HeaderName::from_static("x-upstream-uri");
 /// `/auth/verify`: the `Cookie` the backend must receive (the session cookie removed).
-pub const UPSTREAM_COOKIE: HeaderName = HeaderName::from_static("x-upstream-cookie");
+pub(crate) const UPSTREAM_COOKIE: HeaderName = HeaderName::from_static("x-upstream-cookie");
 /// `/auth/verify`: the `Authorization` the backend must receive (never a session token).
-pub const UPSTREAM_AUTHORIZATION: HeaderName = HeaderName::from_static("x-upstream-authorization");
+pub(crate) const UPSTREAM_AUTHORIZATION: HeaderName =
+    HeaderName::from_static("x-upstream-authorization");
 
 /// The original request of a forward-auth check: from `X-Original-URI` (nginx) or
 /// `X-Forwarded-Uri` (Traefik), with `X-Forwarded-Method` / `X-Original-Method`, honored only
@@ -67,7 +68,7 @@ fn original_request(
 /// [`UPSTREAM_AUTHORIZATION`] (the client's credentials less the session's; absent when none
 /// remain). A 401 for a browser navigation (the proxy's own rule) carries the `Location` of
 /// the sign-in page that the gateway would redirect it to.
-pub async fn verify(
+pub(crate) async fn verify(
     gw: &Gateway,
     conn: Conn,
     req: Request<Incoming>,

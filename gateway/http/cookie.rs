@@ -8,18 +8,18 @@ use http::{HeaderName, HeaderValue};
 use crate::sessions::NewSession;
 
 /// `Clear-Site-Data` (W3C), which `http` has no constant for.
-pub const CLEAR_SITE_DATA: HeaderName = HeaderName::from_static("clear-site-data");
+pub(crate) const CLEAR_SITE_DATA: HeaderName = HeaderName::from_static("clear-site-data");
 /// What a sign-out asks the browser to forget: its HTTP cache (so the back button cannot show
 /// a private page from it) and the cookies of this site. Browsers honour it on secure
 /// origins (https, or localhost) and apply it to the whole registrable domain.
-pub const CLEAR_SITE_DATA_ON_LOGOUT: &str = "\"cache\", \"cookies\"";
+pub(crate) const CLEAR_SITE_DATA_ON_LOGOUT: &str = "\"cache\", \"cookies\"";
 
 fn secure_attribute(secure: bool) -> &'static str {
     if secure { "; Secure" } else { "" }
 }
 
 /// The `Set-Cookie` value carrying a new session under `name`.
-pub fn session(name: &str, secure: bool, session: &NewSession) -> HeaderValue {
+pub(crate) fn session(name: &str, secure: bool, session: &NewSession) -> HeaderValue {
     let max_age = session
         .expires_at
         .duration_since(SystemTime::now())
@@ -34,7 +34,7 @@ pub fn session(name: &str, secure: bool, session: &NewSession) -> HeaderValue {
 }
 
 /// The `Set-Cookie` value that removes the session cookie `name`.
-pub fn clear(name: &str, secure: bool) -> HeaderValue {
+pub(crate) fn clear(name: &str, secure: bool) -> HeaderValue {
     let secure = secure_attribute(secure);
     let value = format!("{name}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{secure}");
     HeaderValue::from_str(&value).expect("cookie name is header-safe")

@@ -7,10 +7,10 @@ use crate::body::Incoming;
 use crate::error::HttpError;
 
 /// Largest form body read.
-pub const MAX_FORM_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_FORM_BYTES: usize = 16 * 1024;
 
 /// Whether the request body is an HTML form (`application/x-www-form-urlencoded`).
-pub fn is_form(headers: &HeaderMap) -> bool {
+pub(crate) fn is_form(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -23,20 +23,20 @@ pub fn is_form(headers: &HeaderMap) -> bool {
 
 /// A decoded form: its fields in order.
 #[derive(Debug, Default)]
-pub struct Form {
+pub(crate) struct Form {
     fields: Vec<(String, String)>,
 }
 
 impl Form {
     /// Decodes `application/x-www-form-urlencoded` bytes.
-    pub fn parse(bytes: &[u8]) -> Self {
+    pub(crate) fn parse(bytes: &[u8]) -> Self {
         Form {
             fields: form_urlencoded::parse(bytes).into_owned().collect(),
         }
     }
 
     /// The first value of a field, if present.
-    pub fn field(&self, name: &str) -> Option<&str> {
+    pub(crate) fn field(&self, name: &str) -> Option<&str> {
         self.fields
             .iter()
             .find(|(k, _)| k == name)
@@ -44,7 +44,7 @@ impl Form {
     }
 
     /// The first value of a field, or `""`.
-    pub fn get(&self, name: &str) -> &str {
+    pub(crate) fn get(&self, name: &str) -> &str {
         self.field(name).unwrap_or_default()
     }
 }
@@ -53,7 +53,7 @@ impl Form {
 ///
 /// # Errors
 /// 413 over 16 KiB, 400 when the body cannot be read.
-pub async fn read(req: Request<Incoming>) -> Result<Form, HttpError> {
+pub(crate) async fn read(req: Request<Incoming>) -> Result<Form, HttpError> {
     let bytes = super::read_body(req.into_body(), MAX_FORM_BYTES).await?;
     Ok(Form::parse(&bytes))
 }

@@ -8,7 +8,7 @@ use crate::body::{Body, Incoming, full};
 use crate::error::HttpError;
 
 /// Largest JSON body the endpoints read.
-pub const MAX_JSON_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_JSON_BYTES: usize = 64 * 1024;
 
 fn require_json(headers: &HeaderMap) -> Result<(), HttpError> {
     let is_json = headers
@@ -27,7 +27,9 @@ fn require_json(headers: &HeaderMap) -> Result<(), HttpError> {
 ///
 /// # Errors
 /// 415 for another content type, 413 over 64 KiB, 400 for JSON that does not fit `T`.
-pub async fn read<T: for<'de> Deserialize<'de>>(req: Request<Incoming>) -> Result<T, HttpError> {
+pub(crate) async fn read<T: for<'de> Deserialize<'de>>(
+    req: Request<Incoming>,
+) -> Result<T, HttpError> {
     require_json(req.headers())?;
     let bytes = super::read_body(req.into_body(), MAX_JSON_BYTES).await?;
     serde_json::from_slice(&bytes)
@@ -35,7 +37,7 @@ pub async fn read<T: for<'de> Deserialize<'de>>(req: Request<Incoming>) -> Resul
 }
 
 /// A JSON response.
-pub fn response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+pub(crate) fn response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     let mut resp = Response::new(full(value.to_string()));
     *resp.status_mut() = status;
     let h = resp.headers_mut();

@@ -14,7 +14,11 @@ use crate::headers;
 ///
 /// # Errors
 /// [`HttpError::CrossOrigin`].
-pub fn check(headers: &HeaderMap, public_origin: &str, cookie_name: &str) -> Result<(), HttpError> {
+pub(crate) fn check(
+    headers: &HeaderMap,
+    public_origin: &str,
+    cookie_name: &str,
+) -> Result<(), HttpError> {
     check_among(headers, &[public_origin], cookie_name)
 }
 
@@ -23,7 +27,7 @@ pub fn check(headers: &HeaderMap, public_origin: &str, cookie_name: &str) -> Res
 ///
 /// # Errors
 /// [`HttpError::CrossOrigin`].
-pub fn check_among(
+pub(crate) fn check_among(
     headers: &HeaderMap,
     allowed: &[&str],
     cookie_name: &str,
@@ -55,13 +59,13 @@ pub fn check_among(
 }
 
 /// Whether the request carries the session cookie (so needs the CSRF check on state changes).
-pub fn has_session_cookie(headers: &HeaderMap, cookie_name: &str) -> bool {
+pub(crate) fn has_session_cookie(headers: &HeaderMap, cookie_name: &str) -> bool {
     headers::cookie(headers, cookie_name).is_some()
 }
 
 /// Whether the request presents `Authorization: Bearer ...`, which no page can make a browser
 /// send: such a request is not a browser's ambient credential and needs no Origin check.
-pub fn has_bearer(headers: &HeaderMap) -> bool {
+pub(crate) fn has_bearer(headers: &HeaderMap) -> bool {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

@@ -26,7 +26,7 @@ const SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
 
 /// Whether `req` asks for a WebSocket: HTTP/1.1 with `Connection: upgrade` and
 /// `Upgrade: websocket`.
-pub fn is_upgrade(req: &Request<Incoming>) -> bool {
+pub(crate) fn is_upgrade(req: &Request<Incoming>) -> bool {
     let h = req.headers();
     let connection_upgrade = h
         .get_all(header::CONNECTION)
@@ -50,7 +50,11 @@ pub fn is_upgrade(req: &Request<Incoming>) -> bool {
 ///
 /// # Errors
 /// [`HttpError::CrossOrigin`] (403): another origin, or none, with the session cookie.
-pub fn check_origin(gw: &Gateway, route: &Route, headers: &HeaderMap) -> Result<(), HttpError> {
+pub(crate) fn check_origin(
+    gw: &Gateway,
+    route: &Route,
+    headers: &HeaderMap,
+) -> Result<(), HttpError> {
     if route.auth == AuthPolicy::Public || origin::has_bearer(headers) {
         return Ok(());
     }
@@ -65,7 +69,7 @@ pub fn check_origin(gw: &Gateway, route: &Route, headers: &HeaderMap) -> Result<
 /// through [`Sessions::validate`] (a cache hit costs no database I/O; after a revocation the
 /// poller invalidated, one query, from the session-miss budget of the client that opened the
 /// tunnel).
-pub struct Watch {
+pub(crate) struct Watch {
     sessions: Sessions,
     limits: Limits,
     client_ip: IpAddr,
@@ -81,7 +85,12 @@ pub struct Watch {
 impl Watch {
     /// The watch for a tunnel opened by a request that presented a session on `route`.
     /// `None` when the request presented none (such a tunnel carries no identity).
-    pub fn new(gw: &Gateway, route: &Route, headers: &HeaderMap, ctx: &Ctx<'_>) -> Option<Self> {
+    pub(crate) fn new(
+        gw: &Gateway,
+        route: &Route,
+        headers: &HeaderMap,
+        ctx: &Ctx<'_>,
+    ) -> Option<Self> {
         let token = presented_token(headers, &gw.config.sessions.cookie_name)?;
         Some(Watch {
             sessions: gw.sessions.clone(),
@@ -154,7 +163,7 @@ impl Check {
 
 /// Copies bytes between the upgraded client and upstream connections until either side
 /// closes or, for an authenticated tunnel, its [`Watch`] ends; then shuts both down.
-pub async fn tunnel(client: OnUpgrade, upstream: OnUpgrade, watch: Option<Watch>) {
+pub(crate) async fn tunnel(client: OnUpgrade, upstream: OnUpgrade, watch: Option<Watch>) {
     let (client, upstream) = match tokio::try_join!(client, upstream) {
         Ok(pair) => pair,
         Err(e) => {
