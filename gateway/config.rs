@@ -3,7 +3,7 @@
 //! the gateway uses. Every problem names its key and the fix. By concern:
 //! - [`raw`]: the file's structs, each key named once with its default, and the key paths
 //!   validation reports problems under;
-//! - [`env`]: reading the file and applying the environment overrides;
+//! - [`env`](mod@env): reading the file and applying the environment overrides;
 //! - [`validate`]: checking and typing every value;
 //! - [`typed`]: the validated configuration (re-exported here);
 //! - [`branding`]: `[branding]`, raw, checked and typed.

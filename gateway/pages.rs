@@ -2,8 +2,8 @@
 //! account, code entry, email verification, magic-link request and confirm, password reset,
 //! sign out, "signed in as"), with no JavaScript, branded from `[branding]`. Every
 //! interpolated value is HTML-escaped; every page carries a strict CSP whose only allowance
-//! beyond the inline stylesheet is the configured logo. The form posts they make are handled
-//! in [`forms`].
+//! beyond the inline stylesheet is the configured logo. Rendering only: the HTML front end
+//! (`endpoints::forms`) serves them and handles the form posts they make.
 
 use std::fmt::Write as _;
 
