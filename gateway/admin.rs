@@ -12,14 +12,15 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 
+use crate::app::Gateway;
+use crate::body::{Body, full};
 use crate::health;
-use crate::proxy::{Body, Gateway, full};
 use crate::readiness::Readiness;
 
 static METRICS: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the process-wide metrics recorder once; later calls reuse it.
-pub fn install_metrics() -> &'static PrometheusHandle {
+pub(crate) fn install_metrics() -> &'static PrometheusHandle {
     METRICS.get_or_init(|| {
         let buckets = [
             0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -39,7 +40,7 @@ pub fn install_metrics() -> &'static PrometheusHandle {
 }
 
 /// Serves the admin endpoints until the task is dropped.
-pub async fn serve(listener: TcpListener, gw: Arc<Gateway>, readiness: Arc<Readiness>) {
+pub(crate) async fn serve(listener: TcpListener, gw: Arc<Gateway>, readiness: Arc<Readiness>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
@@ -90,7 +91,7 @@ async fn respond(
         .await
         {
             Ok(()) => text(StatusCode::OK, "ready\n".into(), "text/plain"),
-            Err(e) => not_ready(&e),
+            Err(e) => not_ready(&e.to_string()),
         },
         "/metrics" => {
             record_gauges(&gw).await;

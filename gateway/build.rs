@@ -14,7 +14,7 @@ fn main() {
         .filter(|p| p.extension().is_some_and(|e| e == "sql"))
         .collect();
     files.sort();
-    let mut out = String::from("pub static MIGRATIONS: &[(&str, &str)] = &[\n");
+    let mut out = String::from("pub(super) static MIGRATIONS: &[(&str, &str)] = &[\n");
     for path in &files {
         println!("cargo:rerun-if-changed={}", path.display());
         let name = path

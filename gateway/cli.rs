@@ -9,7 +9,8 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use zeroize::Zeroizing;
 
-use crate::config::{self, Config};
+use crate::config::{self, Config, ConfigError};
+use crate::server::{self, StartError};
 use crate::{db, migrate, password, sessions, users};
 
 /// Edge auth gateway: TLS reverse proxy with session validation and login flows.
@@ -153,11 +154,27 @@ impl From<migrate::MigrateError> for Failure {
     fn from(e: migrate::MigrateError) -> Self {
         use migrate::MigrateError as M;
         match e {
-            M::ChecksumMismatch { .. } | M::UnknownApplied { .. } | M::NoSuchVersion(_) => {
-                Failure::config(e)
-            }
+            M::ChecksumMismatch { .. }
+            | M::UnknownApplied { .. }
+            | M::NoSuchVersion(_)
+            | M::NotCurrent { .. } => Failure::config(e),
             M::Failed { .. } | M::Db(_) => Failure::op(e),
         }
+    }
+}
+
+impl From<StartError> for Failure {
+    fn from(e: StartError) -> Self {
+        Failure {
+            code: e.exit_code(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<ConfigError> for Failure {
+    fn from(e: ConfigError) -> Self {
+        Failure::config(e)
     }
 }
 
@@ -173,7 +190,7 @@ impl From<db::DbError> for Failure {
 /// Every problem, for printing (exit 2).
 pub fn load_config(path: Option<PathBuf>) -> Result<Config, Failure> {
     let path = path.or_else(|| std::env::var_os(config::CONFIG_ENV).map(PathBuf::from));
-    Config::load(path.as_deref(), std::env::vars()).map_err(Failure::config)
+    Ok(Config::load(path.as_deref(), std::env::vars())?)
 }
 
 /// Runs a parsed command line to completion.
@@ -191,7 +208,7 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
     let config = load_config(cli.config)?;
     match cli.command {
         Command::CheckConfig => check_config(&config),
-        Command::Serve => crate::server::serve(config).await,
+        Command::Serve => Ok(server::serve(config).await?),
         Command::Migrate(m) => run_migrate(&config, m).await,
         Command::User(u) => run_user(&config, u).await,
         Command::Sessions(s) => run_sessions(&config, s).await,
@@ -199,17 +216,9 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
 }
 
 fn check_config(config: &Config) -> Result<(), Failure> {
-    let problems = config.serve_problems();
-    if problems.is_empty() {
-        println!("configuration is valid: {} route(s)", config.routes.len());
-        return Ok(());
-    }
-    let list: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
-    Err(Failure::config(format!(
-        "invalid configuration: {} problem(s)\n{}",
-        problems.len(),
-        list.join("\n")
-    )))
+    config.check_serve()?;
+    println!("configuration is valid: {} route(s)", config.routes.len());
+    Ok(())
 }
 
 async fn run_migrate(config: &Config, command: MigrateCommand) -> Result<(), Failure> {

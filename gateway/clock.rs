@@ -10,18 +10,18 @@ use std::time::{Duration, SystemTime};
 
 /// The offset of the database's clock from this instance's, learned from its answers.
 #[derive(Debug, Default)]
-pub struct DbClock {
+pub(crate) struct DbClock {
     /// Database minus local, in microseconds; 0 until the database has answered.
     offset_us: AtomicI64,
 }
 
 impl DbClock {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         DbClock::default()
     }
 
     /// Learns from a `now()` the database just returned.
-    pub fn observe(&self, database_now: SystemTime) {
+    pub(crate) fn observe(&self, database_now: SystemTime) {
         let offset = match database_now.duration_since(SystemTime::now()) {
             Ok(ahead) => i64::try_from(ahead.as_micros()).unwrap_or(i64::MAX),
             Err(behind) => -i64::try_from(behind.duration().as_micros()).unwrap_or(i64::MAX),
@@ -30,7 +30,7 @@ impl DbClock {
     }
 
     /// The database's time now, as well as this instance can tell.
-    pub fn now(&self) -> SystemTime {
+    pub(crate) fn now(&self) -> SystemTime {
         let offset = self.offset_us.load(Ordering::Relaxed);
         let local = SystemTime::now();
         let by = Duration::from_micros(offset.unsigned_abs());
@@ -42,7 +42,8 @@ impl DbClock {
     }
 
     /// How far the database's clock is ahead of this instance's (negative: behind).
-    pub fn offset(&self) -> f64 {
+    #[cfg(test)]
+    pub(crate) fn offset(&self) -> f64 {
         self.offset_us.load(Ordering::Relaxed) as f64 / 1e6
     }
 }

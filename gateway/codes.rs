@@ -49,30 +49,28 @@ const CONSUME_LINK: &str =
     "UPDATE auth_codes SET used_at = now(), attempts = attempts + 1, updated_at = now()
     WHERE code_hash = ANY($1) AND purpose = 'magic_link' AND used_at IS NULL AND expires_at > now()
     RETURNING email, user_id, return_to";
-const PEEK_LINK: &str = "SELECT count(*) FROM auth_codes
-    WHERE code_hash = ANY($1) AND purpose = 'magic_link' AND used_at IS NULL AND expires_at > now()";
 const SWEEP: &str = "DELETE FROM auth_codes WHERE id IN (
     SELECT id FROM auth_codes WHERE expires_at < now() - ($1::BIGINT * INTERVAL '1 millisecond') LIMIT 1000)";
 
 /// Digits in a code.
-pub const CODE_DIGITS: usize = 6;
+pub(crate) const CODE_DIGITS: usize = 6;
 /// The `purpose` of magic link rows.
-pub const MAGIC_LINK: &str = "magic_link";
+pub(crate) const MAGIC_LINK: &str = "magic_link";
 /// Random bytes in a magic link token.
 const LINK_BYTES: usize = 32;
 /// Length of a magic link token (base64url, no padding).
-pub const LINK_TOKEN_LEN: usize = 43;
+pub(crate) const LINK_TOKEN_LEN: usize = 43;
 /// The largest multiple of 10^6 below 2^32: draws at or above it are redrawn, so every code
 /// is equally likely.
 const UNBIASED_BOUND: u32 = 4_294_000_000;
 
 /// What a one-time code is for (`login`, `verify_email`, `password_reset`): one enum with the
 /// mail templates. Magic links have their own functions.
-pub use crate::mail::CodePurpose as Purpose;
+pub(crate) use crate::mail::CodePurpose as Purpose;
 
 /// The HMAC keys: the current secret (for new codes) and the previous ones (still accepted).
 #[derive(Clone)]
-pub struct Keys {
+pub(crate) struct Keys {
     keys: std::sync::Arc<[Vec<u8>]>,
 }
 
@@ -84,7 +82,7 @@ impl std::fmt::Debug for Keys {
 
 impl Keys {
     /// `auth.secret` then each of `auth.previous_secrets`.
-    pub fn new(auth: &config::Auth) -> Keys {
+    pub(crate) fn new(auth: &config::Auth) -> Keys {
         let keys: Vec<Vec<u8>> = std::iter::once(auth.secret.clone())
             .chain(auth.previous_secrets.iter().cloned())
             .collect();
@@ -107,7 +105,7 @@ impl Keys {
 /// HMAC-SHA-256(`key`, `purpose || 0 || email || 0 || code`): what `auth_codes.code_hash`
 /// holds. The zero bytes keep the fields apart (purposes are fixed names and normalized
 /// emails hold no control characters), so no two inputs share a hash input.
-pub fn keyed_hash(key: &[u8], purpose: &str, email: &str, code: &str) -> [u8; 32] {
+pub(crate) fn keyed_hash(key: &[u8], purpose: &str, email: &str, code: &str) -> [u8; 32] {
     let mut mac =
         <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes keys of any length");
     mac.update(purpose.as_bytes());
@@ -119,7 +117,7 @@ pub fn keyed_hash(key: &[u8], purpose: &str, email: &str, code: &str) -> [u8; 32
 }
 
 /// A new 6-digit code, uniformly drawn from the OS CSPRNG.
-pub fn new_code() -> String {
+pub(crate) fn new_code() -> String {
     loop {
         let draw = rand::rngs::OsRng
             .try_next_u32()
@@ -131,7 +129,7 @@ pub fn new_code() -> String {
 }
 
 /// A new magic link token: 32 bytes from the OS CSPRNG, base64url without padding.
-pub fn new_link_token() -> String {
+pub(crate) fn new_link_token() -> String {
     let mut bytes = [0u8; LINK_BYTES];
     rand::rngs::OsRng
         .try_fill_bytes(&mut bytes)
@@ -140,7 +138,7 @@ pub fn new_link_token() -> String {
 }
 
 /// Whether `token` has the shape of a magic link token (anything else is never looked up).
-pub fn is_link_token(token: &str) -> bool {
+pub(crate) fn is_link_token(token: &str) -> bool {
     token.len() == LINK_TOKEN_LEN
         && token
             .bytes()
@@ -180,7 +178,7 @@ async fn insert(
 ///
 /// # Errors
 /// A database error.
-pub async fn issue(
+pub(crate) async fn issue(
     pool: &Pool,
     keys: &Keys,
     email: &str,
@@ -196,7 +194,7 @@ pub async fn issue(
 
 /// The outcome of [`redeem`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Redeemed {
+pub(crate) enum Redeemed {
     /// The code was right and is now used; the user it was issued for, if any.
     Valid { user_id: Option<String> },
     /// Wrong, expired, already used, retired, or out of attempts: one answer for all.
@@ -216,7 +214,7 @@ pub enum Redeemed {
 /// # Security
 /// The per-code cap and the per-(email, purpose) budget are enforced by the database inside
 /// one SERIALIZABLE transaction, so they hold across instances and concurrent requests.
-pub async fn redeem(
+pub(crate) async fn redeem(
     pool: &Pool,
     keys: &Keys,
     settings: &config::Codes,
@@ -264,7 +262,7 @@ pub async fn redeem(
 ///
 /// # Errors
 /// A database error.
-pub async fn issue_link(
+pub(crate) async fn issue_link(
     pool: &Pool,
     keys: &Keys,
     email: &str,
@@ -280,7 +278,7 @@ pub async fn issue_link(
 
 /// A magic link just consumed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Link {
+pub(crate) struct Link {
     pub email: String,
     pub user_id: Option<String>,
     pub return_to: Option<String>,
@@ -298,7 +296,11 @@ fn link_hashes(keys: &Keys, token: &str) -> Vec<Vec<u8>> {
 ///
 /// # Errors
 /// A database error.
-pub async fn redeem_link(pool: &Pool, keys: &Keys, token: &str) -> Result<Option<Link>, DbError> {
+pub(crate) async fn redeem_link(
+    pool: &Pool,
+    keys: &Keys,
+    token: &str,
+) -> Result<Option<Link>, DbError> {
     if !is_link_token(token) {
         return Ok(None);
     }
@@ -314,28 +316,11 @@ pub async fn redeem_link(pool: &Pool, keys: &Keys, token: &str) -> Result<Option
     }))
 }
 
-/// Whether a magic link token is live, without consuming it (the confirm page: mail scanners
-/// fetch links, so a GET must change nothing).
-///
-/// # Errors
-/// A database error.
-pub async fn link_is_live(pool: &Pool, keys: &Keys, token: &str) -> Result<bool, DbError> {
-    if !is_link_token(token) {
-        return Ok(false);
-    }
-    let client = db::client(pool).await?;
-    let stmt = client.prepare_cached(PEEK_LINK).await?;
-    let row = client
-        .query_one(&stmt, &[&link_hashes(keys, token)])
-        .await?;
-    Ok(row.get::<_, i64>(0) > 0)
-}
-
 /// Deletes up to 1000 codes and links that expired more than `grace` ago; returns how many.
 ///
 /// # Errors
 /// A database error.
-pub async fn sweep(pool: &Pool, grace: Duration) -> Result<u64, DbError> {
+pub(crate) async fn sweep(pool: &Pool, grace: Duration) -> Result<u64, DbError> {
     let ms = &millis(grace);
     db::transaction(pool, |tx| async move { tx.execute(SWEEP, &[ms]).await }).await
 }

@@ -18,7 +18,7 @@ use tokio_postgres::{Error as PgError, Row};
 
 pub use watchdog::REPLY_GRACE;
 
-pub use deadpool_postgres::Object as Client;
+pub(crate) use deadpool_postgres::Object as Client;
 
 use crate::config;
 
@@ -26,7 +26,7 @@ use crate::config;
 pub const MAX_TX_ATTEMPTS: u32 = 12;
 /// Extra attempts of one transaction after its connection broke before COMMIT was sent (the
 /// database rolled that attempt back, so running the body again cannot write twice).
-pub const MAX_RECONNECTS: u32 = 1;
+pub(crate) const MAX_RECONNECTS: u32 = 1;
 const BACKOFF_BASE: Duration = Duration::from_millis(4);
 const BACKOFF_CAP: Duration = Duration::from_millis(400);
 /// PostgreSQL defaults to READ COMMITTED; CockroachDB runs SERIALIZABLE. Asking for it on both
@@ -39,7 +39,11 @@ pub enum DbError {
     /// No pooled connection became free within `database.pool_wait_timeout`, or none could be
     /// opened: the database is slow, down or saturated. Callers answer 503.
     #[error("database unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The connection broke before COMMIT was sent, again after the reconnect a transaction
+    /// is allowed ([`MAX_RECONNECTS`]). Callers answer 503.
+    #[error("database connection lost: {0}")]
+    ConnectionLost(#[source] PgError),
     /// The statement failed; `code()` tells unique violations and the like apart.
     #[error("database error: {0}")]
     Query(#[from] tokio_postgres::Error),
@@ -47,7 +51,10 @@ pub enum DbError {
     /// committed. It is not retried (a non-idempotent body could write twice). Callers answer
     /// 503; the client's retry finds out what happened.
     #[error("database connection lost during COMMIT; the outcome is unknown: {0}")]
-    OutcomeUnknown(String),
+    OutcomeUnknown(#[source] PgError),
+    /// `database.url` does not parse (validation checks it before the pool is built).
+    #[error("database.url: {0}")]
+    Url(#[source] PgError),
 }
 
 impl DbError {
@@ -55,7 +62,10 @@ impl DbError {
     pub fn code(&self) -> Option<&SqlState> {
         match self {
             DbError::Query(e) => e.code(),
-            DbError::Unavailable(_) | DbError::OutcomeUnknown(_) => None,
+            DbError::Unavailable(_)
+            | DbError::ConnectionLost(_)
+            | DbError::OutcomeUnknown(_)
+            | DbError::Url(_) => None,
         }
     }
 
@@ -63,26 +73,53 @@ impl DbError {
     pub fn is_unique_violation(&self) -> bool {
         self.code() == Some(&SqlState::UNIQUE_VIOLATION)
     }
+
+    /// Whether the database cannot answer now (a caller answers 503 and the client retries)
+    /// rather than refused a statement, which is a bug (500): no connection, a connection that
+    /// broke or went silent (no SQLSTATE), a commit whose outcome is unknown, or a SQLSTATE
+    /// that says so ([`is_unavailable_state`]).
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            DbError::Unavailable(_) | DbError::ConnectionLost(_) | DbError::OutcomeUnknown(_) => {
+                true
+            }
+            DbError::Query(e) => e.code().is_none_or(is_unavailable_state),
+            DbError::Url(_) => false,
+        }
+    }
+}
+
+/// The SQLSTATEs that mean "not now" rather than "not this statement": connection exceptions
+/// (class 08), transaction rollbacks that ask for a retry (40: serialization failures left
+/// after the retries, deadlocks, CockroachDB's ambiguous results), insufficient resources
+/// (53), operator intervention (57: a statement timeout, a shutdown), system errors (58), and
+/// a lock that was not available in time (55P03).
+pub(crate) fn is_unavailable_state(state: &SqlState) -> bool {
+    let code = state.code();
+    ["08", "40", "53", "57", "58"]
+        .iter()
+        .any(|class| code.starts_with(class))
+        || *state == SqlState::LOCK_NOT_AVAILABLE
 }
 
 impl From<PoolError> for DbError {
     fn from(e: PoolError) -> Self {
         match e {
             PoolError::Backend(e) if e.code().is_some() => DbError::Query(e),
-            other => DbError::Unavailable(other.to_string()),
+            other => DbError::Unavailable(Box::new(other)),
         }
     }
 }
 
 /// Whether `e` asks the client to retry the whole transaction (SQLSTATE 40001).
-pub fn is_serialization_failure(e: &tokio_postgres::Error) -> bool {
+pub(crate) fn is_serialization_failure(e: &tokio_postgres::Error) -> bool {
     e.code() == Some(&SqlState::T_R_SERIALIZATION_FAILURE)
 }
 
 /// How long a pooled connection waits for a reply the database owes before it fails:
 /// `statement_timeout` (after which a live server cancels the statement and says so) plus
 /// [`REPLY_GRACE`].
-pub fn reply_timeout(cfg: &config::Database) -> Duration {
+pub(crate) fn reply_timeout(cfg: &config::Database) -> Duration {
     cfg.statement_timeout + REPLY_GRACE
 }
 
@@ -95,10 +132,7 @@ pub fn reply_timeout(cfg: &config::Database) -> Duration {
 /// # Errors
 /// The URL does not parse (already checked by config validation).
 pub fn connect(cfg: &config::Database) -> Result<Pool, DbError> {
-    let mut pg: tokio_postgres::Config = cfg
-        .url
-        .parse()
-        .map_err(|e: tokio_postgres::Error| DbError::Unavailable(format!("database.url: {e}")))?;
+    let mut pg: tokio_postgres::Config = cfg.url.parse().map_err(DbError::Url)?;
     pg.connect_timeout(cfg.connect_timeout);
     if pg.get_application_name().is_none() {
         pg.application_name("gateway");
@@ -123,7 +157,7 @@ pub fn connect(cfg: &config::Database) -> Result<Pool, DbError> {
         .recycle_timeout(Some(cfg.connect_timeout))
         .runtime(Runtime::Tokio1)
         .build()
-        .map_err(|e| DbError::Unavailable(e.to_string()))
+        .map_err(|e| DbError::Unavailable(Box::new(e)))
 }
 
 /// Takes a connection from the pool.
@@ -181,7 +215,7 @@ impl Tx {
     ///
     /// # Errors
     /// The statement failed or returned more than one row.
-    pub async fn query_opt(
+    pub(crate) async fn query_opt(
         &self,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
@@ -239,8 +273,9 @@ impl Drop for Guard {
 ///
 /// # Errors
 /// The first non-retryable error, or the last serialization failure after
-/// [`MAX_TX_ATTEMPTS`] attempts; [`DbError::Unavailable`] when no connection can be had or it
-/// broke again; [`DbError::OutcomeUnknown`] when it broke during COMMIT.
+/// [`MAX_TX_ATTEMPTS`] attempts; [`DbError::Unavailable`] when no connection can be had,
+/// [`DbError::ConnectionLost`] when it broke again; [`DbError::OutcomeUnknown`] when it broke
+/// during COMMIT.
 pub async fn transaction<T, F, Fut>(pool: &Pool, mut body: F) -> Result<T, DbError>
 where
     F: FnMut(Tx) -> Fut,
@@ -276,10 +311,10 @@ where
         }
         if stage == Stage::Commit {
             metrics::counter!("gateway_db_commit_outcome_unknown_total").increment(1);
-            return Err(DbError::OutcomeUnknown(e.to_string()));
+            return Err(DbError::OutcomeUnknown(e));
         }
         if reconnects == MAX_RECONNECTS {
-            return Err(DbError::Unavailable(format!("connection lost: {e}")));
+            return Err(DbError::ConnectionLost(e));
         }
         reconnects += 1;
         metrics::counter!("gateway_db_tx_retries_total", "cause" => "connection_lost").increment(1);
@@ -335,6 +370,32 @@ fn backoff(attempt: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_states_that_mean_not_now_are_unavailability() {
+        for state in [
+            SqlState::QUERY_CANCELED,
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CANNOT_CONNECT_NOW,
+            SqlState::T_R_SERIALIZATION_FAILURE,
+            SqlState::T_R_DEADLOCK_DETECTED,
+            SqlState::TOO_MANY_CONNECTIONS,
+            SqlState::CONNECTION_FAILURE,
+            SqlState::LOCK_NOT_AVAILABLE,
+        ] {
+            assert!(is_unavailable_state(&state), "{state:?}");
+        }
+        for state in [
+            SqlState::UNDEFINED_TABLE,
+            SqlState::UNDEFINED_COLUMN,
+            SqlState::SYNTAX_ERROR,
+            SqlState::UNIQUE_VIOLATION,
+            SqlState::INVALID_TEXT_REPRESENTATION,
+            SqlState::INSUFFICIENT_PRIVILEGE,
+        ] {
+            assert!(!is_unavailable_state(&state), "{state:?}");
+        }
+    }
 
     #[test]
     fn backoff_is_bounded_and_jittered() {

@@ -1,15 +1,23 @@
 //! The one error type at the HTTP boundary. Each variant chooses its status in an exhaustive
 //! match (no catch-all, so a new variant must choose) and a stable `code` for the JSON body
-//! `{"error":{"code","message"}}`. Internal causes are logged once, never sent to the client.
+//! `{"error":{"code","message"}}`. Internal causes are kept as the error's source, logged once
+//! ([`HttpError::internal_cause`]), never sent to the client.
+//!
+//! Failures below the HTTP layer are sorted by kind, not by where they happened: a dependency
+//! that cannot answer now (the database down, saturated or timing out, the hasher overloaded)
+//! is [`HttpError::Unavailable`], 503 with `Retry-After`; a statement the database refused, or
+//! anything else that should not happen, is a bug: [`HttpError::Internal`], 500.
 
+use std::error::Error as StdError;
+use std::fmt;
 use std::time::Duration;
 
 use http::{HeaderValue, Response, StatusCode, header};
 
-use crate::proxy::{Body, full};
+use crate::body::{Body, BoxError, full};
 
 #[derive(Debug, thiserror::Error)]
-pub enum HttpError {
+pub(crate) enum HttpError {
     #[error("{0}")]
     BadRequest(String),
     #[error("not found")]
@@ -43,18 +51,21 @@ pub enum HttpError {
     /// The wait is the rate limit's or the failure budget's, as `Retry-After` gives it.
     #[error("too many attempts; try again in {}", wait_text(*.0))]
     RateLimited(Duration),
+    /// A dependency cannot answer now: 503 with `Retry-After`.
     #[error("temporarily unavailable; retry shortly")]
-    Unavailable(String),
+    Unavailable(#[source] BoxError),
+    /// The upstream could not be reached, broke, or answered what nobody asked for: 502.
     #[error("upstream unreachable")]
-    BadGateway(String),
+    BadGateway(#[source] BoxError),
     #[error("upstream timed out")]
     GatewayTimeout,
+    /// A bug: 500.
     #[error("internal error")]
-    Internal(String),
+    Internal(#[source] BoxError),
 }
 
 impl HttpError {
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             HttpError::BadRequest(_) => StatusCode::BAD_REQUEST,
             HttpError::NotFound => StatusCode::NOT_FOUND,
@@ -76,7 +87,7 @@ impl HttpError {
         }
     }
 
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             HttpError::BadRequest(_) => "bad_request",
             HttpError::NotFound => "not_found",
@@ -97,21 +108,23 @@ impl HttpError {
         }
     }
 
-    /// The message for the client: never the internal cause.
-    fn public_message(&self) -> String {
-        match self {
-            HttpError::Unavailable(_) => "temporarily unavailable; retry shortly".into(),
-            HttpError::BadGateway(_) => "upstream unreachable".into(),
-            HttpError::Internal(_) => "internal error".into(),
-            other => other.to_string(),
-        }
+    /// A bug (500), for a cause that is not one of the gateway's own error types.
+    pub(crate) fn internal(cause: impl Into<BoxError>) -> Self {
+        HttpError::Internal(cause.into())
     }
 
-    /// The cause to log, if it differs from what the client sees.
-    pub fn internal_cause(&self) -> Option<&str> {
+    /// The message for the client: never the internal cause (the variants that have one
+    /// display a fixed text; the cause is their source).
+    fn public_message(&self) -> String {
+        self.to_string()
+    }
+
+    /// The cause to log, with everything below it (`a: b: c`), for the errors whose cause the
+    /// client does not see.
+    pub(crate) fn internal_cause(&self) -> Option<Chain<'_>> {
         match self {
             HttpError::Unavailable(c) | HttpError::BadGateway(c) | HttpError::Internal(c) => {
-                Some(c)
+                Some(Chain(c.as_ref()))
             }
             _ => None,
         }
@@ -119,7 +132,7 @@ impl HttpError {
 
     /// The JSON response for this error; for [`HttpError::LoginRedirect`] a bare `302` (a
     /// browser follows it, and nothing in it is JSON).
-    pub fn into_response(self) -> Response<Body> {
+    pub(crate) fn into_response(self) -> Response<Body> {
         let mut resp = match &self {
             HttpError::LoginRedirect(_) => Response::new(full(String::new())),
             _ => {
@@ -161,6 +174,28 @@ impl HttpError {
     }
 }
 
+/// An error and its sources, displayed as `error: source: source...`; a source whose text
+/// the error before it already shows (`database error: {0}`) is not repeated.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Chain<'a>(&'a (dyn StdError + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut shown = self.0.to_string();
+        f.write_str(&shown)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            let text = s.to_string();
+            if !shown.contains(&text) {
+                write!(f, ": {text}")?;
+            }
+            shown = text;
+            source = s.source();
+        }
+        Ok(())
+    }
+}
+
 /// A wait as people say it, rounded up: "1 second", "45 seconds", "15 minutes", "2 hours".
 pub fn wait_text(wait: Duration) -> String {
     let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
@@ -176,9 +211,14 @@ pub fn wait_text(wait: Duration) -> String {
     }
 }
 
+/// By kind: the database cannot answer now (503), or it refused a statement (a bug, 500).
 impl From<crate::db::DbError> for HttpError {
     fn from(e: crate::db::DbError) -> Self {
-        HttpError::Unavailable(e.to_string())
+        if e.is_unavailable() {
+            HttpError::Unavailable(Box::new(e))
+        } else {
+            HttpError::Internal(Box::new(e))
+        }
     }
 }
 
@@ -188,7 +228,7 @@ impl From<crate::users::UserError> for HttpError {
     fn from(e: crate::users::UserError) -> Self {
         match e {
             crate::users::UserError::Db(db) => HttpError::from(db),
-            other => HttpError::Internal(other.to_string()),
+            other => HttpError::Internal(Box::new(other)),
         }
     }
 }
@@ -197,15 +237,30 @@ impl From<crate::sessions::SessionError> for HttpError {
     fn from(e: crate::sessions::SessionError) -> Self {
         use crate::sessions::SessionError;
         match e {
-            SessionError::Unavailable(_) => HttpError::Unavailable(e.to_string()),
             SessionError::Throttled(wait) => HttpError::RateLimited(wait),
+            SessionError::Unavailable(_) if e.is_bug() => HttpError::Internal(Box::new(e)),
+            SessionError::Unavailable(_) => HttpError::Unavailable(Box::new(e)),
         }
     }
 }
 
+impl From<crate::ratelimit::LimitError> for HttpError {
+    fn from(e: crate::ratelimit::LimitError) -> Self {
+        use crate::ratelimit::LimitError;
+        match e {
+            LimitError::Limited(wait) => HttpError::RateLimited(wait),
+            LimitError::Store(db) => HttpError::from(db),
+        }
+    }
+}
+
+/// An overloaded hasher can answer shortly (503); one that failed is a bug (500).
 impl From<crate::password::HashError> for HttpError {
     fn from(e: crate::password::HashError) -> Self {
-        HttpError::Unavailable(e.to_string())
+        match e {
+            crate::password::HashError::Overloaded => HttpError::Unavailable(Box::new(e)),
+            crate::password::HashError::Failed(_) => HttpError::Internal(Box::new(e)),
+        }
     }
 }
 
@@ -238,6 +293,39 @@ mod tests {
         assert_eq!(e.to_string(), "too many attempts; try again in 15 minutes");
         let resp = e.into_response();
         assert_eq!(resp.headers()[header::RETRY_AFTER], "841");
+    }
+
+    #[test]
+    fn internal_causes_keep_their_chain_and_stay_out_of_the_body() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer")]
+        struct Outer(#[source] std::io::Error);
+        let e = HttpError::internal(Outer(std::io::Error::other("inner")));
+        assert_eq!(e.internal_cause().unwrap().to_string(), "outer: inner");
+        assert_eq!(e.to_string(), "internal error");
+        assert!(HttpError::NotFound.internal_cause().is_none());
+
+        #[derive(Debug, thiserror::Error)]
+        #[error("database error: {0}")]
+        struct Shows(#[source] std::io::Error);
+        let e = HttpError::internal(Shows(std::io::Error::other("boom")));
+        assert_eq!(
+            e.internal_cause().unwrap().to_string(),
+            "database error: boom",
+            "a source the error already shows is not repeated"
+        );
+    }
+
+    #[test]
+    fn only_unavailability_asks_for_a_retry() {
+        let down = HttpError::Unavailable("down".into()).into_response();
+        assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(down.headers()[header::RETRY_AFTER], "1");
+        let bug = HttpError::internal("bug").into_response();
+        assert_eq!(bug.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(bug.headers().get(header::RETRY_AFTER).is_none());
+        let overloaded = HttpError::from(crate::password::HashError::Overloaded);
+        assert_eq!(overloaded.status(), StatusCode::SERVICE_UNAVAILABLE);
     }
 
     #[test]

@@ -30,20 +30,20 @@ const SWEEP: &str = "DELETE FROM auth_failures WHERE id IN (
     SELECT id FROM auth_failures WHERE created_at < now() - ($1::BIGINT * INTERVAL '1 millisecond') LIMIT 1000)";
 
 /// The purpose under which failed password checks (login, password change) are counted.
-pub const PASSWORD: &str = "password";
+pub(crate) const PASSWORD: &str = "password";
 /// The delay after the first failure past the budget; it doubles with each further one.
-pub const DELAY_BASE: Duration = Duration::from_secs(60);
+pub(crate) const DELAY_BASE: Duration = Duration::from_secs(60);
 
 /// A failed-attempt budget: `limit` failures per (email, purpose) within `window`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Budget {
+pub(crate) struct Budget {
     pub limit: u32,
     pub window: Duration,
 }
 
 impl Budget {
     /// The budget of `[codes]` (`failure_budget`, `failure_window`).
-    pub fn from_config(codes: &config::Codes) -> Budget {
+    pub(crate) fn from_config(codes: &config::Codes) -> Budget {
         Budget {
             limit: codes.failure_budget,
             window: codes.failure_window,
@@ -57,7 +57,7 @@ impl Budget {
 
 /// Where an (email, purpose) stands against its budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Standing {
+pub(crate) struct Standing {
     /// Failures within the window.
     pub failures: u64,
     /// `Some` when the next attempt must wait this long (answer 429 with `Retry-After`).
@@ -67,7 +67,7 @@ pub struct Standing {
 /// How long the next attempt must wait, given `failures` within the window and the time
 /// `since_last` since the latest of them: `None` within the budget or once the delay passed.
 /// A pure function of its inputs.
-pub fn wait(budget: &Budget, failures: u64, since_last: Duration) -> Option<Duration> {
+pub(crate) fn wait(budget: &Budget, failures: u64, since_last: Duration) -> Option<Duration> {
     let over = failures.checked_sub(u64::from(budget.limit))?;
     let factor = 1u32
         .checked_shl(u32::try_from(over).unwrap_or(u32::MAX))
@@ -94,7 +94,7 @@ fn standing(budget: &Budget, row: &tokio_postgres::Row) -> Standing {
 ///
 /// # Errors
 /// The statement failed.
-pub async fn check_in(
+pub(crate) async fn check_in(
     tx: &Tx,
     budget: &Budget,
     email: &str,
@@ -110,7 +110,7 @@ pub async fn check_in(
 ///
 /// # Errors
 /// The statement failed.
-pub async fn record_in(tx: &Tx, email: &str, purpose: &str) -> Result<(), PgError> {
+pub(crate) async fn record_in(tx: &Tx, email: &str, purpose: &str) -> Result<(), PgError> {
     let id = uuid::Uuid::new_v4();
     tx.execute(INSERT, &[&id, &email, &purpose]).await?;
     Ok(())
@@ -120,7 +120,7 @@ pub async fn record_in(tx: &Tx, email: &str, purpose: &str) -> Result<(), PgErro
 ///
 /// # Errors
 /// The statement failed.
-pub async fn clear_in(tx: &Tx, email: &str, purpose: &str) -> Result<(), PgError> {
+pub(crate) async fn clear_in(tx: &Tx, email: &str, purpose: &str) -> Result<(), PgError> {
     tx.execute(CLEAR, &[&email, &purpose]).await?;
     Ok(())
 }
@@ -131,7 +131,7 @@ pub async fn clear_in(tx: &Tx, email: &str, purpose: &str) -> Result<(), PgError
 ///
 /// # Errors
 /// A database error.
-pub async fn check(
+pub(crate) async fn check(
     pool: &Pool,
     budget: &Budget,
     email: &str,
@@ -149,7 +149,7 @@ pub async fn check(
 ///
 /// # Errors
 /// A database error.
-pub async fn record(pool: &Pool, email: &str, purpose: &str) -> Result<(), DbError> {
+pub(crate) async fn record(pool: &Pool, email: &str, purpose: &str) -> Result<(), DbError> {
     db::transaction(
         pool,
         |tx| async move { record_in(&tx, email, purpose).await },
@@ -161,7 +161,7 @@ pub async fn record(pool: &Pool, email: &str, purpose: &str) -> Result<(), DbErr
 ///
 /// # Errors
 /// A database error.
-pub async fn clear(pool: &Pool, email: &str, purpose: &str) -> Result<(), DbError> {
+pub(crate) async fn clear(pool: &Pool, email: &str, purpose: &str) -> Result<(), DbError> {
     db::transaction(
         pool,
         |tx| async move { clear_in(&tx, email, purpose).await },
@@ -173,7 +173,7 @@ pub async fn clear(pool: &Pool, email: &str, purpose: &str) -> Result<(), DbErro
 ///
 /// # Errors
 /// A database error.
-pub async fn sweep(pool: &Pool, window: Duration) -> Result<u64, DbError> {
+pub(crate) async fn sweep(pool: &Pool, window: Duration) -> Result<u64, DbError> {
     let ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
     let ms = &ms;
     db::transaction(pool, |tx| async move { tx.execute(SWEEP, &[ms]).await }).await

@@ -81,7 +81,7 @@ pub struct Names {
 }
 
 impl Names {
-    pub fn new(cfg: &config::Headers) -> Self {
+    pub(crate) fn new(cfg: &config::Headers) -> Self {
         let identity = [
             &cfg.user_id,
             &cfg.user_email,
@@ -129,7 +129,7 @@ impl Names {
 
     /// Whether `name` is gateway-owned, in any spelling (`X_User_Id` too). Header names are
     /// already lower-case; only names with `_` need a canonical copy.
-    pub fn is_owned(&self, name: &HeaderName) -> bool {
+    pub(crate) fn is_owned(&self, name: &HeaderName) -> bool {
         let name = name.as_str();
         if name.contains('_') {
             let canon = name.replace('_', "-");
@@ -152,7 +152,7 @@ impl Names {
 /// # Security
 /// Runs before any identity header is inserted, so `Connection: X-User-Id` cannot remove the
 /// gateway's own value, and a spoofed `X-User-Id` or `X_User_Id` never reaches a backend.
-pub fn sanitize_request(headers: &mut HeaderMap, names: &Names, keep_upgrade: bool) {
+pub(crate) fn sanitize_request(headers: &mut HeaderMap, names: &Names, keep_upgrade: bool) {
     let upgrade = keep_upgrade
         .then(|| headers.get(header::UPGRADE).cloned())
         .flatten();
@@ -175,7 +175,7 @@ pub fn sanitize_request(headers: &mut HeaderMap, names: &Names, keep_upgrade: bo
 }
 
 /// Removes hop-by-hop headers and those named in `Connection` from an upstream response.
-pub fn sanitize_response(headers: &mut HeaderMap, keep_upgrade: bool) {
+pub(crate) fn sanitize_response(headers: &mut HeaderMap, keep_upgrade: bool) {
     let upgrade = keep_upgrade
         .then(|| headers.get(header::UPGRADE).cloned())
         .flatten();
@@ -205,7 +205,7 @@ fn remove_connection_listed(headers: &mut HeaderMap) {
 /// Removes the session credential from what goes upstream: the gateway cookie from `Cookie`
 /// (every other cookie stays, joined into one header) and every `Authorization: Bearer gw_...`
 /// (other schemes stay). Backends get the identity headers, never the token.
-pub fn strip_credentials(headers: &mut HeaderMap, cookie_name: &str) {
+pub(crate) fn strip_credentials(headers: &mut HeaderMap, cookie_name: &str) {
     let passed = passed_credentials(headers, cookie_name);
     headers.remove(header::AUTHORIZATION);
     headers.remove(header::COOKIE);
@@ -219,7 +219,7 @@ pub fn strip_credentials(headers: &mut HeaderMap, cookie_name: &str) {
 
 /// The client's credentials that may go upstream, as [`strip_credentials`] leaves them.
 #[derive(Debug, Default)]
-pub struct PassedCredentials {
+pub(crate) struct PassedCredentials {
     /// The `Authorization` values that are not a gateway Bearer token.
     pub authorization: Vec<HeaderValue>,
     /// Every cookie but the session cookie, in one `Cookie` value; `None` when none remain.
@@ -228,7 +228,7 @@ pub struct PassedCredentials {
 
 /// What [`strip_credentials`] would leave of a request's `Authorization` and `Cookie`
 /// (`/auth/verify` tells a forward-auth proxy the same, so the backend gets the same).
-pub fn passed_credentials(headers: &HeaderMap, cookie_name: &str) -> PassedCredentials {
+pub(crate) fn passed_credentials(headers: &HeaderMap, cookie_name: &str) -> PassedCredentials {
     let authorization = headers
         .get_all(header::AUTHORIZATION)
         .iter()
@@ -258,13 +258,13 @@ pub fn passed_credentials(headers: &HeaderMap, cookie_name: &str) -> PassedCrede
 }
 
 /// The token of an `Authorization: Bearer ...` value.
-pub fn bearer_token(value: &str) -> Option<&str> {
+pub(crate) fn bearer_token(value: &str) -> Option<&str> {
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 /// The value of cookie `name` in the request (the first one, if several).
-pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -277,7 +277,7 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 /// What the gateway says about a request to the upstream.
 #[derive(Debug)]
-pub struct Forwarded<'a> {
+pub(crate) struct Forwarded<'a> {
     pub request_id: &'a str,
     pub client_ip: IpAddr,
     /// The inbound `X-Forwarded-For` chain, only when the peer is a trusted proxy.
@@ -288,7 +288,7 @@ pub struct Forwarded<'a> {
 }
 
 /// Inserts `X-Request-Id` and the `X-Forwarded-*` headers.
-pub fn inject_forwarded(headers: &mut HeaderMap, names: &Names, f: &Forwarded<'_>) {
+pub(crate) fn inject_forwarded(headers: &mut HeaderMap, names: &Names, f: &Forwarded<'_>) {
     if let Ok(v) = HeaderValue::from_str(f.request_id) {
         headers.insert(names.request_id.clone(), v);
     }
@@ -309,7 +309,7 @@ pub fn inject_forwarded(headers: &mut HeaderMap, names: &Names, f: &Forwarded<'_
 }
 
 /// Inserts the identity headers of a validated session, and the signature when a key is given.
-pub fn inject_identity(
+pub(crate) fn inject_identity(
     headers: &mut HeaderMap,
     names: &Names,
     identity: &Identity,
@@ -426,7 +426,7 @@ fn hex(mac: Hmac<Sha256>) -> String {
 /// newline-terminated fields. `v2`: `gw-identity-v2`, t, user id, email, email verified,
 /// roles, session id, request id, method, path (with query). `v1`: the same without email
 /// verified, starting `gw-identity-v1`.
-pub fn sign(key: &[u8], timestamp: u64, claims: &Claims<'_>) -> String {
+pub(crate) fn sign(key: &[u8], timestamp: u64, claims: &Claims<'_>) -> String {
     format!(
         "t={timestamp},v1={},v2={}",
         hex(mac(key, Version::V1, timestamp, claims)),

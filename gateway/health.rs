@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use deadpool_postgres::Pool;
 
-use crate::migrate;
+use crate::migrate::{self, MigrateError};
 
 /// The latest reports on the database, shared by the request path and the background tasks.
 #[derive(Debug, Default)]
-pub struct Health {
+pub(crate) struct Health {
     /// Numbers the reports, so "latest" needs no clock.
     reports: AtomicU64,
     last_ok: AtomicU64,
@@ -20,12 +20,12 @@ pub struct Health {
 }
 
 impl Health {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Health::default()
     }
 
     /// Records whether the database just answered.
-    pub fn report(&self, answered: bool) {
+    pub(crate) fn report(&self, answered: bool) {
         let n = self.reports.fetch_add(1, Ordering::AcqRel) + 1;
         let slot = if answered {
             &self.last_ok
@@ -38,9 +38,20 @@ impl Health {
 
     /// Whether the latest report is a failure. A fresh gateway (no report yet) counts as up:
     /// it checked the schema before it started serving.
-    pub fn is_down(&self) -> bool {
+    pub(crate) fn is_down(&self) -> bool {
         self.last_failure.load(Ordering::Acquire) > self.last_ok.load(Ordering::Acquire)
     }
+}
+
+/// Why the readiness probe failed; its text is the probe's body.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum NotReady {
+    /// The database answered, but not with the expected schema, or with an error.
+    #[error(transparent)]
+    Schema(#[from] MigrateError),
+    /// No answer within the probe's limit.
+    #[error("the database did not answer within {0:?}")]
+    Timeout(Duration),
 }
 
 /// The readiness probe: the database answers and its schema is the expected one, within
@@ -49,17 +60,17 @@ impl Health {
 ///
 /// # Errors
 /// Why the gateway is not ready, for the probe's body.
-pub async fn probe(pool: &Pool, health: &Health, limit: Duration) -> Result<(), String> {
+pub(crate) async fn probe(pool: &Pool, health: &Health, limit: Duration) -> Result<(), NotReady> {
     match tokio::time::timeout(limit, migrate::ensure_current(pool)).await {
         Ok(outcome) => {
             if outcome.is_ok() {
                 health.report(true);
             }
-            outcome
+            Ok(outcome?)
         }
         Err(_) => {
             health.report(false);
-            Err(format!("the database did not answer within {limit:?}"))
+            Err(NotReady::Timeout(limit))
         }
     }
 }

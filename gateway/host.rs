@@ -19,26 +19,28 @@ use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// Longest name accepted (a DNS name is at most 253 bytes without its trailing dot).
-pub const MAX_NAME: usize = 253;
+pub(crate) const MAX_NAME: usize = 253;
 /// Longest label of a name.
-pub const MAX_LABEL: usize = 63;
+pub(crate) const MAX_LABEL: usize = 63;
 
 /// A checked host: a lower-case name (or IP address) and the port when it is not the
 /// scheme's default.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Host {
+pub(crate) struct Host {
     name: String,
     port: Option<u16>,
 }
 
 impl Host {
     /// The name: lower-case, without a trailing dot; an IPv6 address is in brackets.
-    pub fn name(&self) -> &str {
+    #[cfg(test)]
+    pub(crate) fn name(&self) -> &str {
         &self.name
     }
 
     /// The port, unless it was absent or the scheme's default.
-    pub fn port(&self) -> Option<u16> {
+    #[cfg(test)]
+    pub(crate) fn port(&self) -> Option<u16> {
         self.port
     }
 }
@@ -55,7 +57,7 @@ impl fmt::Display for Host {
 
 /// Why a host was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HostError {
+pub(crate) enum HostError {
     Empty,
     Character,
     Label,
@@ -87,7 +89,7 @@ impl std::error::Error for HostError {}
 /// # Errors
 /// The [`HostError`] that makes `raw` no host, or a host read differently elsewhere; answer
 /// 400.
-pub fn normalize(raw: &str, https: bool) -> Result<Host, HostError> {
+pub(crate) fn normalize(raw: &str, https: bool) -> Result<Host, HostError> {
     let (name, port) = if let Some(rest) = raw.strip_prefix('[') {
         let (literal, after) = rest.split_once(']').ok_or(HostError::IpLiteral)?;
         let addr: Ipv6Addr = literal.parse().map_err(|_| HostError::IpLiteral)?;

@@ -55,14 +55,14 @@ pub enum CodePurpose {
 }
 
 impl CodePurpose {
-    pub const ALL: [CodePurpose; 3] = [
+    pub(crate) const ALL: [CodePurpose; 3] = [
         CodePurpose::Login,
         CodePurpose::VerifyEmail,
         CodePurpose::PasswordReset,
     ];
 
     /// `"login"`, `"verify_email"` or `"password_reset"`: the form in the database and the API.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             CodePurpose::Login => "login",
             CodePurpose::VerifyEmail => "verify_email",

@@ -168,6 +168,10 @@ pub enum MigrateError {
     UnknownApplied { version: i64, name: String },
     #[error("no migration {0} in this binary (it has 0 to {max})", max = latest_version())]
     NoSuchVersion(i64),
+    #[error(
+        "the database schema is at version {at}, this gateway expects version {expected}: run `gateway migrate up` first"
+    )]
+    NotCurrent { at: i64, expected: i64 },
     #[error("migration {version:03}_{name} failed: {source}")]
     Failed {
         version: i64,
@@ -575,18 +579,16 @@ fn is_collision(e: &tokio_postgres::Error) -> bool {
 /// Checks that the database is at exactly the schema this binary expects.
 ///
 /// # Errors
-/// A message for the operator saying what to run.
-pub async fn ensure_current(pool: &deadpool_postgres::Pool) -> Result<(), String> {
-    let status = status(pool).await.map_err(|e| e.to_string())?;
-    if let Err(e) = refuse_drift(&status) {
-        return Err(e.to_string());
-    }
+/// [`MigrateError::NotCurrent`] saying what to run, a changed or unknown applied migration,
+/// or the database could not be asked.
+pub async fn ensure_current(pool: &deadpool_postgres::Pool) -> Result<(), MigrateError> {
+    let status = status(pool).await?;
+    refuse_drift(&status)?;
     if !status.is_current() {
-        return Err(format!(
-            "the database schema is at version {}, this gateway expects version {}: run `gateway migrate up` first",
-            status.current_version(),
-            latest_version()
-        ));
+        return Err(MigrateError::NotCurrent {
+            at: status.current_version(),
+            expected: latest_version(),
+        });
     }
     Ok(())
 }

@@ -2,18 +2,18 @@
 //! account, code entry, email verification, magic-link request and confirm, password reset,
 //! sign out, "signed in as"), with no JavaScript, branded from `[branding]`. Every
 //! interpolated value is HTML-escaped; every page carries a strict CSP whose only allowance
-//! beyond the inline stylesheet is the configured logo. The form posts they make are handled
-//! in [`forms`].
-
-pub mod forms;
+//! beyond the inline stylesheet is the configured logo. Rendering only: the HTML front end
+//! (`endpoints::forms`) serves them and handles the form posts they make.
 
 use std::fmt::Write as _;
 
-use http::{HeaderValue, Request, Response, StatusCode, Uri, header};
+use http::{HeaderValue, Response, StatusCode, header};
 
+use crate::body::{Body, full};
 use crate::config::Branding;
-use crate::error::HttpError;
-use crate::proxy::{Body, Ctx, Gateway, Incoming, full};
+use crate::html::escape;
+use crate::http::paths::REGISTER_PAGE;
+use crate::http::query;
 use crate::redirect::safe_return_to;
 
 /// Nothing but the inline stylesheet, and forms that post back to the gateway. With a
@@ -22,21 +22,10 @@ pub const CONTENT_SECURITY_POLICY: &str =
     "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'";
 
 /// `same-origin`, not `no-referrer`: under `no-referrer` browsers send `Origin: null` with a
-/// form POST, which the CSRF check ([`crate::endpoints::check_origin`]) must refuse. `same-origin`
+/// form POST, which the CSRF check ([`crate::http::origin::check`]) must refuse. `same-origin`
 /// still keeps the email and tokens in our URLs from ever reaching another site (a logo on
 /// another host included).
-pub const REFERRER_POLICY: &str = "same-origin";
-
-/// Where the code entry page lives (`?email=&return_to=`).
-pub const OTP_PAGE: &str = "/auth/otp";
-/// Where the password reset form lives (`?email=`).
-pub const RESET_CONFIRM_PAGE: &str = "/auth/reset/confirm";
-/// Where the account creation form lives (`?return_to=`).
-pub const REGISTER_PAGE: &str = "/auth/register";
-/// Where the email verification code is entered after registering (`?email=&return_to=`).
-pub const VERIFY_EMAIL_PAGE: &str = "/auth/register/confirm";
-/// "Check your email for a link", after a magic-link request (`?email=&return_to=`).
-pub const MAGIC_SENT_PAGE: &str = "/auth/magic";
+pub(crate) const REFERRER_POLICY: &str = "same-origin";
 
 /// The default accent (buttons, links) and the text on it.
 const ACCENT: &str = "#2450c4";
@@ -60,7 +49,7 @@ a{color:var(--link)}hr{border:0;border-top:1px solid #dde1ea;margin:1.75rem 0}\
 
 /// A line shown above a form.
 #[derive(Debug, Clone, Copy)]
-pub enum Message<'a> {
+pub(crate) enum Message<'a> {
     None,
     /// Something went wrong; shown with `role="alert"`.
     Error(&'a str),
@@ -68,34 +57,9 @@ pub enum Message<'a> {
     Notice(&'a str),
 }
 
-/// Escapes text for HTML content and double-quoted attribute values.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// A query string from pairs, each percent-encoded (so always a valid header value).
-pub fn query(pairs: &[(&str, &str)]) -> String {
-    let mut ser = form_urlencoded::Serializer::new(String::new());
-    for (k, v) in pairs {
-        ser.append_pair(k, v);
-    }
-    ser.finish()
-}
-
 /// The pages' `Content-Security-Policy`: [`CONTENT_SECURITY_POLICY`], plus with a logo an
 /// `img-src` naming that one image (an https logo) or this origin (a path).
-pub fn content_security_policy(brand: &Branding) -> String {
+pub(crate) fn content_security_policy(brand: &Branding) -> String {
     match &brand.logo {
         None => CONTENT_SECURITY_POLICY.to_string(),
         Some(logo) => CONTENT_SECURITY_POLICY.replacen(
@@ -108,7 +72,7 @@ pub fn content_security_policy(brand: &Branding) -> String {
 
 /// An HTML response with the pages' security headers, `Cache-Control: no-store` included:
 /// no page (the "signed in as" one above all) is kept by a browser or a cache.
-pub fn html(brand: &Branding, status: StatusCode, page: String) -> Response<Body> {
+pub(crate) fn html(brand: &Branding, status: StatusCode, page: String) -> Response<Body> {
     let csp = HeaderValue::from_str(&content_security_policy(brand))
         .unwrap_or_else(|_| HeaderValue::from_static(CONTENT_SECURITY_POLICY));
     with_headers(status, page, csp)
@@ -137,7 +101,7 @@ fn with_headers(status: StatusCode, page: String, csp: HeaderValue) -> Response<
 }
 
 /// A `303 See Other` to a same-origin `location` (already checked or built here).
-pub fn see_other(location: &str) -> Response<Body> {
+pub(crate) fn see_other(location: &str) -> Response<Body> {
     let csp = HeaderValue::from_static(CONTENT_SECURITY_POLICY);
     let mut resp = with_headers(StatusCode::SEE_OTHER, String::new(), csp);
     let value = HeaderValue::from_str(location).unwrap_or_else(|_| HeaderValue::from_static("/"));
@@ -260,7 +224,12 @@ fn link_with_return_to(path: &str, return_to: &str) -> String {
 /// The sign-in page: a password form posting to `/auth/login`; one email form that posts to
 /// `/auth/otp/request` ("email me a code") or, by its second button, to `/auth/magic/request`
 /// ("email me a link"); and a link to create an account. Every form carries `return_to`.
-pub fn login_page(brand: &Branding, return_to: &str, email: &str, msg: Message<'_>) -> String {
+pub(crate) fn login_page(
+    brand: &Branding,
+    return_to: &str,
+    email: &str,
+    msg: Message<'_>,
+) -> String {
     let return_to = safe_return_to(Some(return_to));
     let mut main = String::from("<h1>Sign in</h1>");
     main.push_str(&message(msg));
@@ -291,7 +260,12 @@ pub fn login_page(brand: &Branding, return_to: &str, email: &str, msg: Message<'
 
 /// The account creation page: email and new password, posting to `/auth/register` with
 /// `return_to`.
-pub fn register_page(brand: &Branding, email: &str, return_to: &str, msg: Message<'_>) -> String {
+pub(crate) fn register_page(
+    brand: &Branding,
+    email: &str,
+    return_to: &str,
+    msg: Message<'_>,
+) -> String {
     let return_to = safe_return_to(Some(return_to));
     let mut main = String::from("<h1>Create an account</h1>");
     main.push_str(&message(msg));
@@ -318,7 +292,7 @@ pub fn register_page(brand: &Branding, email: &str, return_to: &str, msg: Messag
 ///
 /// # Security
 /// It reads the same whether or not the address was free: registration never says.
-pub fn verify_email_page(
+pub(crate) fn verify_email_page(
     brand: &Branding,
     email: &str,
     return_to: &str,
@@ -354,7 +328,7 @@ pub fn verify_email_page(
 }
 
 /// The code entry page: posts the code to `/auth/otp/verify` with purpose `login`.
-pub fn otp_page(brand: &Branding, email: &str, return_to: &str, msg: Message<'_>) -> String {
+pub(crate) fn otp_page(brand: &Branding, email: &str, return_to: &str, msg: Message<'_>) -> String {
     let return_to = safe_return_to(Some(return_to));
     let mut main = String::from("<h1>Check your email</h1>");
     main.push_str(&message(msg));
@@ -376,7 +350,7 @@ pub fn otp_page(brand: &Branding, email: &str, return_to: &str, msg: Message<'_>
 
 /// "Check your email" after a magic-link request: the same words whether or not the address
 /// has an account.
-pub fn magic_sent_page(brand: &Branding, email: &str, return_to: &str) -> String {
+pub(crate) fn magic_sent_page(brand: &Branding, email: &str, return_to: &str) -> String {
     let return_to = safe_return_to(Some(return_to));
     let main = format!(
         "<h1>Check your email</h1>\
@@ -392,7 +366,7 @@ pub fn magic_sent_page(brand: &Branding, email: &str, return_to: &str) -> String
 
 /// The magic-link landing page: a button that POSTs the token back. A GET never signs in,
 /// because mail scanners prefetch links.
-pub fn magic_confirm_page(brand: &Branding, token: &str) -> String {
+pub(crate) fn magic_confirm_page(brand: &Branding, token: &str) -> String {
     let action = format!(
         "/auth/magic/{}",
         percent_encoding::utf8_percent_encode(token, percent_encoding::NON_ALPHANUMERIC)
@@ -408,13 +382,13 @@ pub fn magic_confirm_page(brand: &Branding, token: &str) -> String {
 }
 
 /// `GET /auth/magic/{token}`: the confirm page for a magic link.
-pub fn magic_confirm(brand: &Branding, token: &str) -> Response<Body> {
+pub(crate) fn magic_confirm(brand: &Branding, token: &str) -> Response<Body> {
     html(brand, StatusCode::OK, magic_confirm_page(brand, token))
 }
 
 /// The reset request page: an email form posting to `/auth/otp/request` with purpose
 /// `password_reset`.
-pub fn reset_request_page(brand: &Branding, email: &str, msg: Message<'_>) -> String {
+pub(crate) fn reset_request_page(brand: &Branding, email: &str, msg: Message<'_>) -> String {
     let mut main = String::from("<h1>Reset your password</h1>");
     main.push_str(&message(msg));
     let _ = write!(
@@ -430,7 +404,7 @@ pub fn reset_request_page(brand: &Branding, email: &str, msg: Message<'_>) -> St
 }
 
 /// The reset form: code and new password, posting to `/auth/password/reset`.
-pub fn reset_confirm_page(brand: &Branding, email: &str, msg: Message<'_>) -> String {
+pub(crate) fn reset_confirm_page(brand: &Branding, email: &str, msg: Message<'_>) -> String {
     let mut main = String::from("<h1>Choose a new password</h1>");
     main.push_str(&message(msg));
     let _ = write!(
@@ -450,7 +424,7 @@ pub fn reset_confirm_page(brand: &Branding, email: &str, msg: Message<'_>) -> St
 }
 
 /// The sign-out page: one button that POSTs to `/auth/logout`.
-pub fn logout_page(brand: &Branding) -> String {
+pub(crate) fn logout_page(brand: &Branding) -> String {
     layout(
         brand,
         "Sign out",
@@ -461,7 +435,7 @@ pub fn logout_page(brand: &Branding) -> String {
 }
 
 /// "Signed in as": who the session belongs to, with a sign-out button.
-pub fn signed_in_page(brand: &Branding, email: &str, roles: &[String]) -> String {
+pub(crate) fn signed_in_page(brand: &Branding, email: &str, roles: &[String]) -> String {
     let roles = if roles.is_empty() {
         String::new()
     } else {
@@ -481,7 +455,7 @@ pub fn signed_in_page(brand: &Branding, email: &str, roles: &[String]) -> String
 
 /// The fixed notices `?notice=` may ask for; anything else shows nothing, so a link cannot
 /// put words on our page.
-fn notice(key: Option<&str>) -> Message<'static> {
+pub(crate) fn notice(key: Option<&str>) -> Message<'static> {
     match key {
         Some("password_reset") => {
             Message::Notice("your password was changed; sign in with the new one")
@@ -489,61 +463,6 @@ fn notice(key: Option<&str>) -> Message<'static> {
         Some("signed_out") => Message::Notice("you are signed out"),
         _ => Message::None,
     }
-}
-
-/// One query parameter, decoded (the first when repeated).
-pub fn query_param(uri: &Uri, name: &str) -> Option<String> {
-    form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
-}
-
-/// Serves the pages under `GET /auth`: `/auth` ("signed in as"), `/auth/login`,
-/// `/auth/register`, `/auth/register/confirm`, `/auth/otp`, `/auth/magic`, `/auth/reset`,
-/// `/auth/reset/confirm` and `/auth/logout`.
-///
-/// # Errors
-/// 404 for another path; 503 when the session store cannot answer.
-pub async fn get(
-    gw: &Gateway,
-    req: &Request<Incoming>,
-    endpoint: &str,
-    ctx: &mut Ctx,
-) -> Result<Response<Body>, HttpError> {
-    let uri = req.uri();
-    let brand = &gw.config.branding;
-    let param = |name| query_param(uri, name).unwrap_or_default();
-    let page = match endpoint {
-        "/auth" => match gw.authenticate(req.headers(), ctx.client_ip).await? {
-            Some(id) => {
-                ctx.user_id = Some(id.user_id.to_string());
-                signed_in_page(brand, &id.email, &id.roles.names)
-            }
-            None => {
-                return Ok(see_other(&format!(
-                    "/auth/login?{}",
-                    query(&[("return_to", "/auth/")])
-                )));
-            }
-        },
-        "/auth/login" => login_page(
-            brand,
-            &param("return_to"),
-            "",
-            notice(query_param(uri, "notice").as_deref()),
-        ),
-        REGISTER_PAGE => register_page(brand, "", &param("return_to"), Message::None),
-        VERIFY_EMAIL_PAGE => {
-            verify_email_page(brand, &param("email"), &param("return_to"), Message::None)
-        }
-        OTP_PAGE => otp_page(brand, &param("email"), &param("return_to"), Message::None),
-        MAGIC_SENT_PAGE => magic_sent_page(brand, &param("email"), &param("return_to")),
-        "/auth/reset" => reset_request_page(brand, "", Message::None),
-        RESET_CONFIRM_PAGE => reset_confirm_page(brand, &param("email"), Message::None),
-        "/auth/logout" => logout_page(brand),
-        _ => return Err(HttpError::NotFound),
-    };
-    Ok(html(brand, StatusCode::OK, page))
 }
 
 #[cfg(test)]
@@ -610,14 +529,6 @@ mod tests {
                 signed_in_page(brand, evil, &[evil.to_string()]),
             ),
         ]
-    }
-
-    #[test]
-    fn escapes_every_special_character() {
-        assert_eq!(
-            escape(r#"<a href="x">'&'</a>"#),
-            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
-        );
     }
 
     #[test]
@@ -899,18 +810,5 @@ mod tests {
                 "role=\"status\">Your password was changed; sign in with the new one.</p>"
             )
         );
-    }
-
-    #[test]
-    fn query_values_are_encoded() {
-        assert_eq!(
-            query(&[("email", "a+b@x.com"), ("return_to", "/p?x=1&y=2")]),
-            "email=a%2Bb%40x.com&return_to=%2Fp%3Fx%3D1%26y%3D2"
-        );
-        let uri: Uri = "/auth/otp?email=a%2Bb%40x.com&return_to=%2Fp"
-            .parse()
-            .unwrap();
-        assert_eq!(query_param(&uri, "email").as_deref(), Some("a+b@x.com"));
-        assert_eq!(query_param(&uri, "missing"), None);
     }
 }

@@ -13,15 +13,15 @@ use tokio::sync::{OnceCell, Semaphore};
 use zeroize::Zeroizing;
 
 /// Shortest accepted password, in bytes.
-pub const MIN_BYTES: usize = 8;
+pub(crate) const MIN_BYTES: usize = 8;
 /// Longest accepted password, in bytes.
-pub const MAX_BYTES: usize = 256;
+pub(crate) const MAX_BYTES: usize = 256;
 /// bcrypt reads only this many bytes; longer passwords are pre-hashed.
 const BCRYPT_LIMIT: usize = 72;
 
 /// Why a new password is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PasswordRuleError {
+pub(crate) enum PasswordRuleError {
     #[error("the password is too short: use at least {MIN_BYTES} bytes")]
     TooShort,
     #[error("the password is too long: use at most {MAX_BYTES} bytes")]
@@ -42,7 +42,7 @@ fn check_length(password: &str) -> Result<(), PasswordRuleError> {
 
 /// The lowest zxcvbn score accepted for a new password: 3, "safely unguessable" (more than
 /// 10^8 guesses), zxcvbn's own advice.
-pub const MIN_STRENGTH: zxcvbn::Score = zxcvbn::Score::Three;
+pub(crate) const MIN_STRENGTH: zxcvbn::Score = zxcvbn::Score::Three;
 
 /// The one rule for a new password of the user with (normalized) `email`, however it is set:
 /// `/auth/register`, the password reset and change (JSON and forms), and the command line's
@@ -54,7 +54,7 @@ pub const MIN_STRENGTH: zxcvbn::Score = zxcvbn::Score::Three;
 ///
 /// # Errors
 /// The rule it breaks; for [`PasswordRuleError::Weak`], zxcvbn's warning and suggestions.
-pub fn check_new(password: &str, email: &str) -> Result<(), PasswordRuleError> {
+pub(crate) fn check_new(password: &str, email: &str) -> Result<(), PasswordRuleError> {
     let local = email.split('@').next().unwrap_or_default();
     check_strength(password, &[email, local])
 }
@@ -96,8 +96,9 @@ pub enum HashError {
     /// The bcrypt queue is full: answer 503 with `Retry-After`.
     #[error("password hashing is overloaded")]
     Overloaded,
-    #[error("password hashing failed: {0}")]
-    Internal(String),
+    /// bcrypt or its blocking task failed: a bug.
+    #[error("password hashing failed")]
+    Failed(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Runs bcrypt off the async workers with bounded concurrency and a bounded queue.
@@ -128,11 +129,6 @@ impl Hasher {
                 dummy: OnceCell::new(),
             }),
         }
-    }
-
-    /// The configured cost.
-    pub fn cost(&self) -> u32 {
-        self.inner.cost
     }
 
     /// Requests admitted and not finished (running + waiting): the queue depth metric.
@@ -170,7 +166,7 @@ impl Hasher {
 
     /// Whether a stored hash was made at another cost and should be re-hashed after a good
     /// login.
-    pub fn needs_rehash(&self, hash: &str) -> bool {
+    pub(crate) fn needs_rehash(&self, hash: &str) -> bool {
         hash.split('$').nth(2).and_then(|c| c.parse::<u32>().ok()) != Some(self.inner.cost)
     }
 
@@ -201,10 +197,10 @@ impl Hasher {
             .running
             .acquire()
             .await
-            .map_err(|_| HashError::Internal("hasher closed".into()))?;
+            .map_err(|e| HashError::Failed(Box::new(e)))?;
         tokio::task::spawn_blocking(work)
             .await
-            .map_err(|e| HashError::Internal(e.to_string()))?
+            .map_err(|e| HashError::Failed(Box::new(e)))?
     }
 }
 
@@ -223,7 +219,7 @@ mod blocking {
 
     pub(super) fn hash(input: &[u8], cost: u32) -> Result<String, HashError> {
         yield_to_requests();
-        bcrypt::hash(input, cost).map_err(|e| HashError::Internal(e.to_string()))
+        bcrypt::hash(input, cost).map_err(|e| HashError::Failed(Box::new(e)))
     }
 
     pub(super) fn verify(input: &[u8], hash: &str) -> bool {
@@ -246,7 +242,16 @@ mod blocking {
         #[cfg(target_os = "linux")]
         LOWERED.with(|lowered| {
             if !lowered.replace(true) {
-                // SAFETY: setpriority only reads its integer arguments.
+                // SAFETY: setpriority only reads its integer arguments; it touches no memory of
+                // ours. Its effect outlives the hash: this is a thread of tokio's blocking pool,
+                // which runs every `spawn_blocking` of the process, so once it has hashed, the
+                // other blocking work it picks up runs at the lower priority too: zxcvbn's
+                // strength check of new passwords (auth::check_new_password), and hyper's DNS
+                // resolver (the upstream client's GaiResolver, on every new upstream connection
+                // to a host name), which under CPU contention then waits behind the request
+                // path as hashing does. Moving bcrypt to threads of its own would confine the
+                // nice value to hashing.
+                #[allow(unsafe_code)]
                 let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, HASHING_NICE) };
             }
         });

@@ -34,7 +34,7 @@ use unicode_normalization::UnicodeNormalization;
 
 /// Why a path was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PathError {
+pub(crate) enum PathError {
     NotAbsolute,
     BadEscape,
     EncodedSeparator,
@@ -91,7 +91,7 @@ fn is_unreserved(b: u8) -> bool {
 ///
 /// # Errors
 /// The [`PathError`] that makes the path ambiguous; answer 400.
-pub fn normalize(raw: &str) -> Result<String, PathError> {
+pub(crate) fn normalize(raw: &str) -> Result<String, PathError> {
     let bytes = raw.as_bytes();
     if bytes.first() != Some(&b'/') {
         return Err(PathError::NotAbsolute);
@@ -170,7 +170,7 @@ fn check_utf8(run: &mut Vec<u8>) -> Result<(), PathError> {
 /// Whether a backend could read the non-ASCII `c` as, or as containing, an ASCII character
 /// (or drop it): its NFKC form has one, it case-maps to an ASCII letter (possibly followed by
 /// combining marks, as `İ` lower-cases to `i` + U+0307), or it is default-ignorable.
-pub fn folds_to_ascii(c: char) -> bool {
+pub(crate) fn folds_to_ascii(c: char) -> bool {
     if c.is_ascii() {
         return false;
     }
@@ -217,7 +217,7 @@ fn is_default_ignorable(c: char) -> bool {
 /// Whether the normalized `path` lies under the route `prefix` (normalized, without trailing
 /// slash; empty for the root route): equal to it or continuing with `/`, compared without
 /// regard to ASCII case.
-pub fn has_prefix(path: &str, prefix: &str) -> bool {
+pub(crate) fn has_prefix(path: &str, prefix: &str) -> bool {
     if prefix.is_empty() {
         return true;
     }
@@ -230,7 +230,7 @@ pub fn has_prefix(path: &str, prefix: &str) -> bool {
 /// The normalized `path` without the extension of its last segment (`/a/admin.tar.gz` →
 /// `/a/admin`), as a backend with suffix patterns routes it; `None` without one (a segment
 /// starting with `.`, such as `.well-known`, has none).
-pub fn without_extension(path: &str) -> Option<&str> {
+pub(crate) fn without_extension(path: &str) -> Option<&str> {
     let start = path.rfind('/').map_or(0, |i| i + 1);
     let dot = path[start..].find('.').filter(|d| *d > 0)?;
     Some(&path[..start + dot])
@@ -244,7 +244,7 @@ pub fn without_extension(path: &str) -> Option<&str> {
 /// [`PathError::AmbiguousExtension`] when the path without the extension of its last
 /// segment ([`without_extension`]: `/admin.json` → `/admin`) falls under a longer prefix,
 /// so a backend that ignores extensions would read the request as another route's.
-pub fn route<'a, T>(
+pub(crate) fn route<'a, T>(
     path: &str,
     routes: &'a [T],
     prefix: impl Fn(&T) -> &str,

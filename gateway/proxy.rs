@@ -1,300 +1,37 @@
-//! The request phases, in order: early checks → route → authenticate → authorize → dispatch
-//! (`/auth/*` or upstream) → upstream request (strip, then inject identity headers) → forward
-//! → response → one log line. [`handle`] turns any error into a response exactly once;
-//! the phases use `?` freely.
+//! The request phases, in order, each a function named for its phase, with the per-request
+//! state carried in the context ([`Ctx`]: the normalized path, the route, the identity, the
+//! scheme and host): 1 early checks → 2 route (`/auth/*` to the gateway's own endpoints) → 3
+//! authenticate → 4 authorize → 5 dispatch (a WebSocket upgrade or a plain request) → 6
+//! upstream request (strip, then inject identity headers) → 7 forward → 8 response → 9 one log
+//! line. [`handle`] turns any error into a response exactly once; the phases use `?` freely.
 
-pub mod body;
-pub mod websocket;
+pub(crate) mod websocket;
 
 use std::convert::Infallible;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
-use bytes::Bytes;
 use http::header::AsHeaderName;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
-use http_body_util::{BodyExt, Empty, Full, Limited};
-use metrics::{Counter, Histogram};
+use http_body_util::{BodyExt, Limited};
+use hyper::upgrade::OnUpgrade;
 
-use crate::codes::Keys;
-use crate::config::{AuthPolicy, Config, Route};
+use crate::app::authorize::{is_browser_navigation, login_location};
+use crate::app::{Conn, Ctx, Gateway, Worker, authorize};
+use crate::body::{Body, BoxError, Incoming, empty};
+use crate::config::Route;
 use crate::error::HttpError;
-use crate::headers::{self, Names};
+use crate::headers;
 use crate::host::{self, Host};
-use crate::mail::Mailer;
-use crate::password::Hasher;
-use crate::ratelimit::Limits;
-use crate::sessions::{Identity, Sessions};
-use crate::upstream::{RequestBodyError, Upstream, UpstreamError};
+use crate::upstream::{self, RequestBodyError, UpstreamError};
 use crate::{endpoints, path};
 
-pub use body::Incoming;
-
-/// Boxed errors of streamed bodies.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-/// Every response body the gateway produces or relays.
-pub type Body = http_body_util::combinators::BoxBody<Bytes, BoxError>;
-
-/// A complete body.
-pub fn full(data: impl Into<Bytes>) -> Body {
-    Full::new(data.into())
-        .map_err(|never| match never {})
-        .boxed()
-}
-
-/// An empty body.
-pub fn empty() -> Body {
-    Empty::new().map_err(|never| match never {}).boxed()
-}
-
-/// Everything the request path shares, built once at start.
-pub struct Gateway {
-    pub config: Config,
-    /// Routes, longest prefix first.
-    pub routes: Vec<Route>,
-    pub names: Names,
-    pub sessions: Sessions,
-    pub hasher: Hasher,
-    /// The outbound mail queue (codes, links, notices).
-    pub mailer: Mailer,
-    /// Rate limits of the auth flows, per client IP and per email.
-    pub limits: Limits,
-    /// The HMAC keys of one-time codes and magic links.
-    pub keys: Keys,
-    /// `Strict-Transport-Security` for every answer on the TLS listener (`server.hsts`).
-    pub hsts: Option<HeaderValue>,
-}
-
-impl Gateway {
-    /// Builds the shared state from a validated configuration, the session store and a
-    /// started mailer.
-    pub fn new(config: Config, sessions: Sessions, mailer: Mailer) -> Self {
-        let mut routes = config.routes.clone();
-        routes.sort_by_key(|r| std::cmp::Reverse(r.path_prefix.len()));
-        Gateway {
-            mailer,
-            limits: Limits::for_fleet(&config.rate_limits, sessions.pool().clone()),
-            keys: Keys::new(&config.auth),
-            names: Names::new(&config.headers),
-            hsts: config
-                .server
-                .hsts
-                .as_ref()
-                .and_then(|h| HeaderValue::from_str(&h.header_value()).ok()),
-            hasher: Hasher::new(
-                config.auth.bcrypt_cost,
-                config.auth.bcrypt_concurrency,
-                config.auth.bcrypt_queue,
-            ),
-            routes,
-            sessions,
-            config,
-        }
-    }
-
-    /// The route for a normalized path: the longest matching prefix ([`path::route`]).
-    ///
-    /// # Errors
-    /// 400 when the path's extension makes its route ambiguous (`/admin.json` on the root
-    /// route while `/admin` is another).
-    pub fn route(&self, normalized: &str) -> Result<Option<&Route>, HttpError> {
-        path::route(normalized, &self.routes, |r| r.path_prefix.as_str())
-            .map_err(|e| HttpError::BadRequest(e.to_string()))
-    }
-
-    /// Phase 3 for a matched route: the identity, if the route looks at credentials (public
-    /// routes never do). Also refuses a method the route does not allow.
-    ///
-    /// # Errors
-    /// 405 for a method outside `route.methods`; 503 when the session store cannot answer.
-    pub async fn authenticate_for(
-        &self,
-        route: &Route,
-        method: &Method,
-        headers: &HeaderMap,
-        ctx: &mut Ctx,
-    ) -> Result<Option<Arc<Identity>>, HttpError> {
-        if !route.methods.is_empty() && !route.methods.contains(method) {
-            return Err(HttpError::MethodNotAllowed);
-        }
-        let identity = match route.auth {
-            AuthPolicy::Public => None,
-            AuthPolicy::Optional | AuthPolicy::Required => {
-                self.authenticate(headers, ctx.client_ip).await?
-            }
-        };
-        ctx.user_id = identity.as_ref().map(|i| i.user_id.to_string());
-        Ok(identity)
-    }
-
-    /// Phase 6, second half: inserts the identity headers (signed when `headers.sign` is on)
-    /// for a request `method path_and_query` as the upstream will see it.
-    pub fn inject_identity(
-        &self,
-        headers: &mut HeaderMap,
-        identity: &Identity,
-        method: &Method,
-        path_and_query: &str,
-        request_id: &str,
-    ) {
-        let signing = self
-            .config
-            .headers
-            .signing_secret
-            .as_deref()
-            .map(|key| (key, method.as_str(), path_and_query));
-        headers::inject_identity(headers, &self.names, identity, signing, request_id);
-    }
-
-    /// Whether `ip` is a configured trusted proxy.
-    pub fn is_trusted(&self, ip: IpAddr) -> bool {
-        self.config
-            .server
-            .trusted_proxies
-            .iter()
-            .any(|n| n.contains(ip))
-    }
-
-    /// The client address: the peer, or, when the peer is a trusted proxy, the right-most
-    /// untrusted address of `X-Forwarded-For`.
-    pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
-        if !self.is_trusted(peer) {
-            return peer;
-        }
-        let chain: Vec<IpAddr> = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|a| a.trim().parse().ok())
-            .collect();
-        chain
-            .into_iter()
-            .rev()
-            .find(|ip| !self.is_trusted(*ip))
-            .unwrap_or(peer)
-    }
-
-    /// Finds and checks the session presented by a request from `client_ip` (as
-    /// [`Gateway::client_ip`] determined it): `Authorization: Bearer gw_...` first, else the
-    /// session cookie. A cache miss spends the address's session-miss budget.
-    ///
-    /// # Errors
-    /// 503 when the session store cannot answer a cache miss; 429 when the address's
-    /// session-miss budget (`rate_limits.session_miss_per_ip`) is spent.
-    pub async fn authenticate(
-        &self,
-        headers: &HeaderMap,
-        client_ip: IpAddr,
-    ) -> Result<Option<Arc<Identity>>, HttpError> {
-        let Some(token) = presented_token(headers, &self.config.sessions.cookie_name) else {
-            return Ok(None);
-        };
-        let budget = || self.limits.spend_session_miss(client_ip);
-        Ok(self.sessions.validate(token, &budget).await?)
-    }
-}
-
-/// The token a request presents, and how.
-pub fn presented_token<'a>(headers: &'a HeaderMap, cookie_name: &str) -> Option<&'a str> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(headers::bearer_token)
-        .or_else(|| headers::cookie(headers, cookie_name))
-}
-
-/// Whether the request carries the session cookie (so needs the CSRF check on state changes).
-pub fn has_session_cookie(headers: &HeaderMap, cookie_name: &str) -> bool {
-    headers::cookie(headers, cookie_name).is_some()
-}
-
-/// What one worker thread keeps to itself: the shared gateway, and its own pool of upstream
-/// connections, so a request, its client connection and the upstream connection it uses all
-/// live on one thread (no cross-thread wake-ups on the request path).
-pub struct Worker {
-    pub gw: Arc<Gateway>,
-    pub upstream: Upstream,
-    metrics: RequestMetrics,
-}
-
-impl Worker {
-    pub fn new(gw: Arc<Gateway>) -> Self {
-        let upstream = Upstream::new(&gw.config.upstream);
-        Worker {
-            gw,
-            upstream,
-            metrics: RequestMetrics::default(),
-        }
-    }
-}
-
-/// The request counter and latency histogram of each (route, status), registered once per
-/// worker and reused, so the metrics registry (label allocation, hashing, its locks shared
-/// by all threads) is not on the request path. Bounded: routes come from the configuration
-/// and statuses are three digits.
-#[derive(Default)]
-struct RequestMetrics(Mutex<Vec<RouteStatus>>);
-
-/// The metric handles of one (route, status).
-struct RouteStatus {
-    route: String,
-    status: u16,
-    count: Counter,
-    latency: Histogram,
-}
-
-impl RequestMetrics {
-    fn record(&self, route: &str, status: u16, elapsed: Duration) {
-        let mut seen = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        // A few dozen entries at most: a scan is cheaper than hashing the route.
-        let index = match seen
-            .iter()
-            .position(|m| m.status == status && m.route == route)
-        {
-            Some(i) => i,
-            None => {
-                let labels = [("route", route.to_string()), ("status", status.to_string())];
-                seen.push(RouteStatus {
-                    route: route.to_string(),
-                    status,
-                    count: metrics::counter!("gateway_requests_total", &labels),
-                    latency: metrics::histogram!("gateway_request_duration_seconds", &labels),
-                });
-                seen.len() - 1
-            }
-        };
-        seen[index].count.increment(1);
-        seen[index].latency.record(elapsed.as_secs_f64());
-    }
-}
-
-/// The connection a request came in on.
-#[derive(Debug, Clone, Copy)]
-pub struct Conn {
-    pub peer: SocketAddr,
-    pub https: bool,
-}
-
-/// What the log line and the metrics need about a request, and what its answer depends on:
-/// the client's address, scheme and host as the gateway believes them.
-#[derive(Debug)]
-pub struct Ctx {
-    pub request_id: String,
-    pub route: String,
-    pub user_id: Option<String>,
-    pub client_ip: IpAddr,
-    /// Whether the client used https: the connection's scheme, or a trusted proxy's
-    /// `X-Forwarded-Proto` (set by phase 1, [`scheme_and_host`]).
-    pub https: bool,
-    /// The host the client asked for, normalized: the request's own, or a trusted proxy's
-    /// `X-Forwarded-Host`; `None` only for an HTTP/1.0 request without one (phase 1).
-    pub host: Option<Host>,
-}
+/// The request the upstream receives: its body is the client's, bounded by
+/// `server.max_body_bytes`, its errors marked as the client's ([`RequestBodyError`]).
+type UpstreamRequest = Request<Body>;
 
 /// Serves one request: never fails, every error becomes its JSON response here.
-pub async fn handle(
+pub(crate) async fn handle(
     worker: Arc<Worker>,
     conn: Conn,
     req: Request<hyper::body::Incoming>,
@@ -303,15 +40,8 @@ pub async fn handle(
     let started = Instant::now();
     let req = req.map(Incoming::new);
     let method = req.method().clone();
-    let mut ctx = Ctx {
-        request_id: uuid::Uuid::new_v4().to_string(),
-        route: "-".into(),
-        user_id: None,
-        client_ip: gw.client_ip(conn.peer.ip(), req.headers()),
-        https: conn.https,
-        host: None,
-    };
-    let response = match handle_inner(&worker, conn, req, &mut ctx).await {
+    let mut ctx = Ctx::new(gw.client_ip(conn.peer.ip(), req.headers()), conn.https);
+    let mut response = match phases(&worker, conn, req, &mut ctx).await {
         Ok(resp) => resp,
         Err(e) => {
             if let Some(cause) = e.internal_cause() {
@@ -320,89 +50,135 @@ pub async fn handle(
             e.into_response()
         }
     };
-    let mut response = response;
-    if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
-        response.headers_mut().insert("x-request-id", v);
-    }
-    if let Some(hsts) = gw.hsts.as_ref().filter(|_| conn.https) {
-        response
-            .headers_mut()
-            .insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
-    }
-    let status = response.status().as_u16();
-    let elapsed = started.elapsed();
-    worker.metrics.record(&ctx.route, status, elapsed);
-    tracing::info!(
-        target: "access",
-        request_id = %ctx.request_id,
-        method = %method,
-        route = %ctx.route,
-        status,
-        user_id = ctx.user_id.as_deref().unwrap_or("-"),
-        client_ip = %ctx.client_ip,
-        latency_ms = elapsed.as_secs_f64() * 1000.0,
-    );
+    log(&worker, conn, &ctx, &method, &mut response, started);
     Ok(response)
 }
 
-async fn handle_inner(
-    worker: &Worker,
+/// Phases 1 to 8; an error ends them, and [`handle`] answers it.
+async fn phases<'g>(
+    worker: &'g Worker,
     conn: Conn,
-    req: Request<Incoming>,
-    ctx: &mut Ctx,
+    mut req: Request<Incoming>,
+    ctx: &mut Ctx<'g>,
 ) -> Result<Response<Body>, HttpError> {
     let gw = &*worker.gw;
-    // 1. Early checks.
+    early_checks(gw, conn, &req, ctx)?;
+    if path::has_prefix(&ctx.path, "/auth") {
+        // Phase 2 for the gateway's own endpoints, which authenticate as each one needs.
+        ctx.route_name = "/auth".into();
+        // Boxed: the endpoints' state machines are several KiB, and a future's size is paid
+        // by every request (moved into the connection) and every idle connection (the slot).
+        return Box::pin(endpoints::handle(gw, conn, req, ctx)).await;
+    }
+    route(gw, ctx)?;
+    authenticate(gw, &req, ctx).await?;
+    authorize(&req, ctx)?;
+    let upgrade = dispatch(gw, &mut req, ctx)?;
+    let upstream_req = upstream_request(gw, conn, req, upgrade.is_some(), ctx)?;
+    let resp = forward(worker, upstream_req, ctx).await?;
+    respond(resp, upgrade)
+}
+
+/// Phase 1, early checks: not a CONNECT; the scheme and host ([`scheme_and_host`]); the path,
+/// normalized once ([`path::normalize`]) into `ctx.path`, which every later phase uses; a
+/// declared body within `server.max_body_bytes`.
+///
+/// # Errors
+/// 405 for CONNECT; 400 for a bad host or an ambiguous path; 413 for a declared body over
+/// the limit.
+fn early_checks(
+    gw: &Gateway,
+    conn: Conn,
+    req: &Request<Incoming>,
+    ctx: &mut Ctx<'_>,
+) -> Result<(), HttpError> {
     if req.method() == Method::CONNECT {
         // Not a forward proxy: a CONNECT has no path to route on, and would be forwarded as
         // a tunnel to wherever its target names.
         return Err(HttpError::MethodNotAllowed);
     }
-    (ctx.https, ctx.host) = scheme_and_host(gw, conn, &req)?;
-    let normalized =
+    (ctx.https, ctx.host) = scheme_and_host(gw, conn, req)?;
+    ctx.path =
         path::normalize(req.uri().path()).map_err(|e| HttpError::BadRequest(e.to_string()))?;
-    check_body_length(req.headers(), gw.config.server.max_body_bytes)?;
+    check_body_length(req.headers(), gw.config.server.max_body_bytes)
+}
 
-    // 5a. Dispatch: the gateway's own endpoints.
-    if path::has_prefix(&normalized, "/auth") {
-        ctx.route = "/auth".into();
-        // Boxed: the endpoints' state machines are several KiB, and a future's size is paid
-        // by every request (moved into the connection) and every idle connection (the slot).
-        return Box::pin(endpoints::handle(gw, conn, req, &normalized, ctx)).await;
-    }
-
-    // 2. Route.
-    let route = gw.route(&normalized)?.ok_or(HttpError::NotFound)?;
-    ctx.route = if route.path_prefix.is_empty() {
+/// Phase 2, route: the longest normalized prefix ([`Gateway::route`]) into `ctx.route`.
+///
+/// # Errors
+/// 404 when no route matches; 400 for a path whose route is ambiguous.
+fn route<'g>(gw: &'g Gateway, ctx: &mut Ctx<'g>) -> Result<(), HttpError> {
+    let route = gw.route(&ctx.path)?.ok_or(HttpError::NotFound)?;
+    ctx.route_name = if route.path_prefix.is_empty() {
         "/".into()
     } else {
         route.path_prefix.clone()
     };
+    ctx.route = Some(route);
+    Ok(())
+}
 
-    // 3. Authenticate (public routes never look at credentials).
-    let identity = gw
+/// Phase 3, authenticate: the identity into `ctx.identity`, if the route looks at credentials
+/// (public routes never do).
+///
+/// # Errors
+/// 405 for a method the route does not allow; 429 and 503 as [`Gateway::authenticate`].
+async fn authenticate(
+    gw: &Gateway,
+    req: &Request<Incoming>,
+    ctx: &mut Ctx<'_>,
+) -> Result<(), HttpError> {
+    let route = ctx.routed()?;
+    ctx.identity = gw
         .authenticate_for(route, req.method(), req.headers(), ctx)
         .await?;
+    Ok(())
+}
 
-    // 4. Authorize.
-    match authorize(route, identity.as_deref()) {
+/// Phase 4, authorize: the route's policy applied to `ctx.identity`; a browser navigation
+/// without a session is sent to the sign-in page instead of a 401.
+///
+/// # Errors
+/// 302 ([`HttpError::LoginRedirect`]), 401 or 403.
+fn authorize(req: &Request<Incoming>, ctx: &Ctx<'_>) -> Result<(), HttpError> {
+    match authorize::authorize(ctx.routed()?, ctx.identity.as_deref()) {
         Err(HttpError::Unauthenticated) if is_browser_navigation(req.method(), req.headers()) => {
-            return Err(HttpError::LoginRedirect(login_location(req.uri())));
+            Err(HttpError::LoginRedirect(login_location(req.uri())))
         }
-        other => other?,
+        other => other,
     }
+}
 
-    // 6-8. Upstream request, forward, response.
-    forward(
-        worker,
-        conn,
-        req,
-        route,
-        &normalized,
-        identity.as_deref(),
-        ctx,
-    )
-    .await
+/// A WebSocket upgrade on its way: the client's side of it, and for an authenticated tunnel
+/// the watch that ends it when its session does.
+struct Upgrade {
+    client: OnUpgrade,
+    watch: Option<websocket::Watch>,
+}
+
+/// Phase 5, dispatch: a WebSocket upgrade (the Origin check, the session watch, the client's
+/// upgrade taken from the request) or, `None`, a plain request.
+///
+/// # Errors
+/// 403 for a cross-site WebSocket upgrade ([`websocket::check_origin`]).
+fn dispatch(
+    gw: &Gateway,
+    req: &mut Request<Incoming>,
+    ctx: &Ctx<'_>,
+) -> Result<Option<Upgrade>, HttpError> {
+    if !websocket::is_upgrade(req) {
+        return Ok(None);
+    }
+    let route = ctx.routed()?;
+    websocket::check_origin(gw, route, req.headers())?;
+    let watch = ctx
+        .identity
+        .as_ref()
+        .and_then(|_| websocket::Watch::new(gw, route, req.headers(), ctx));
+    Ok(Some(Upgrade {
+        client: hyper::upgrade::on(req),
+        watch,
+    }))
 }
 
 /// Phase 1: the scheme and host the client used: the connection's scheme and the request's
@@ -416,7 +192,7 @@ async fn handle_inner(
 /// none on HTTP/1.1, neither `:authority` nor `Host` on HTTP/2 or the two naming different
 /// hosts; from a trusted proxy, more than one `X-Forwarded-Proto` or one that is not `http`
 /// or `https`, more than one `X-Forwarded-Host` or an invalid one.
-pub fn scheme_and_host(
+pub(crate) fn scheme_and_host(
     gw: &Gateway,
     conn: Conn,
     req: &Request<Incoming>,
@@ -510,94 +286,35 @@ fn check_body_length(headers: &HeaderMap, max: u64) -> Result<(), HttpError> {
     }
 }
 
-/// Applies a route's policy to the identity (or its absence).
-///
-/// # Errors
-/// [`HttpError::Unauthenticated`] (401) and [`HttpError::Forbidden`] (403).
-pub fn authorize(route: &Route, identity: Option<&Identity>) -> Result<(), HttpError> {
-    match (route.auth, identity) {
-        (AuthPolicy::Public | AuthPolicy::Optional, _) => Ok(()),
-        (AuthPolicy::Required, None) => Err(HttpError::Unauthenticated),
-        (AuthPolicy::Required, Some(id)) if !id.has_any_role(&route.roles) => {
-            Err(HttpError::Forbidden)
-        }
-        (AuthPolicy::Required, Some(_)) => Ok(()),
-    }
-}
-
-/// A top-level browser navigation: GET or HEAD that accepts HTML.
-pub fn is_browser_navigation(method: &Method, headers: &HeaderMap) -> bool {
-    (method == Method::GET || method == Method::HEAD)
-        && headers
-            .get_all(header::ACCEPT)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| v.contains("text/html"))
-}
-
-/// `/auth/login?return_to=<path and query>`: always a same-origin relative path.
-pub fn login_location(uri: &Uri) -> String {
-    let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let encoded = percent_encoding::utf8_percent_encode(target, percent_encoding::NON_ALPHANUMERIC);
-    format!("/auth/login?return_to={encoded}")
-}
-
 /// The URI the upstream receives: its base, the normalized path (less the prefix when
 /// `strip_prefix`), and the query exactly as received.
 fn upstream_uri(route: &Route, normalized: &str, query: Option<&str>) -> Result<Uri, HttpError> {
-    let target = upstream_target(route, normalized, query);
+    let target = upstream::target(route, normalized, query);
     let mut parts = route.upstream.clone().into_parts();
     parts.path_and_query = Some(
         target
             .parse()
             .map_err(|_| HttpError::BadRequest("invalid request target".into()))?,
     );
-    Uri::from_parts(parts).map_err(|e| HttpError::Internal(e.to_string()))
+    Uri::from_parts(parts).map_err(HttpError::internal)
 }
 
-/// The request target (path and query) the upstream of `route` receives for a request whose
-/// normalized path is `normalized`: the upstream's base path, the normalized path (less the
-/// prefix when `strip_prefix`), and the query exactly as received.
-pub fn upstream_target(route: &Route, normalized: &str, query: Option<&str>) -> String {
-    let mut path = normalized;
-    if route.strip_prefix {
-        path = &normalized[route.path_prefix.len()..];
-    }
-    let base = route.upstream.path().trim_end_matches('/');
-    let path = if path.is_empty() { "/" } else { path };
-    let mut target =
-        String::with_capacity(base.len() + path.len() + query.map_or(0, |q| q.len() + 1));
-    target.push_str(base);
-    if !path.starts_with('/') {
-        target.push('/');
-    }
-    target.push_str(path);
-    if let Some(q) = query {
-        target.push('?');
-        target.push_str(q);
-    }
-    target
-}
-
-async fn forward(
-    worker: &Worker,
+/// Phase 6, upstream request: the client's request as the upstream receives it. Headers are
+/// stripped first ([`headers::sanitize_request`], the session's credentials, `Host`), then the
+/// gateway's own are inserted (`X-Forwarded-*`, and the identity headers of `ctx.identity`);
+/// the URI is the route's upstream with the normalized path; HTTP/1.1; the body bounded by
+/// `server.max_body_bytes`.
+///
+/// # Errors
+/// 400 for a request target the upstream URI cannot hold.
+fn upstream_request(
+    gw: &Gateway,
     conn: Conn,
-    mut req: Request<Incoming>,
-    route: &Route,
-    normalized: &str,
-    identity: Option<&Identity>,
-    ctx: &Ctx,
-) -> Result<Response<Body>, HttpError> {
-    let gw = &*worker.gw;
-    let websocket = websocket::is_upgrade(&req);
-    let watch = if websocket {
-        websocket::check_origin(gw, route, req.headers())?;
-        identity.and_then(|_| websocket::Watch::new(gw, route, req.headers(), ctx))
-    } else {
-        None
-    };
-    let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
-    let uri = upstream_uri(route, normalized, req.uri().query())?;
+    req: Request<Incoming>,
+    websocket: bool,
+    ctx: &Ctx<'_>,
+) -> Result<UpstreamRequest, HttpError> {
+    let uri = upstream_uri(ctx.routed()?, &ctx.path, req.uri().query())?;
     let host = ctx.host.as_ref().map(Host::to_string);
     let peer_ip = conn.peer.ip();
     let trusted_chain = gw
@@ -611,7 +328,6 @@ async fn forward(
         .flatten();
 
     let (mut parts, body) = req.into_parts();
-    // 6. Upstream request: strip first, then inject.
     headers::sanitize_request(&mut parts.headers, &gw.names, websocket);
     headers::strip_credentials(&mut parts.headers, &gw.config.sessions.cookie_name);
     parts.headers.remove(header::HOST);
@@ -627,7 +343,7 @@ async fn forward(
             host: host.as_deref(),
         },
     );
-    if let Some(identity) = identity {
+    if let Some(identity) = &ctx.identity {
         let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
         gw.inject_identity(
             &mut parts.headers,
@@ -643,20 +359,42 @@ async fn forward(
         body.map_err(RequestBodyError),
         usize::try_from(gw.config.server.max_body_bytes).unwrap_or(usize::MAX),
     );
-    let upstream_req = Request::from_parts(parts, limited.boxed());
+    Ok(Request::from_parts(parts, limited.boxed()))
+}
 
-    // 7. Forward.
-    let mut resp = worker
+/// Phase 7, forward: the upstream request on this worker's pool ([`upstream::Upstream`]).
+///
+/// # Errors
+/// As [`forward_error`]: 502, 504, or the client's own 413 and 400.
+async fn forward(
+    worker: &Worker,
+    req: UpstreamRequest,
+    ctx: &Ctx<'_>,
+) -> Result<Response<hyper::body::Incoming>, HttpError> {
+    worker
         .upstream
-        .forward(upstream_req)
+        .forward(req)
         .await
-        .map_err(|e| forward_error(e, &ctx.route))?;
+        .map_err(|e| forward_error(e, &ctx.route_name))
+}
 
-    // 8. Response.
+/// Phase 8, response: hop-by-hop headers stripped; a `101 Switching Protocols` to an upgrade
+/// the client asked for starts the tunnel ([`websocket::tunnel`]).
+///
+/// # Errors
+/// 502 for a `101` nobody asked for.
+fn respond(
+    mut resp: Response<hyper::body::Incoming>,
+    upgrade: Option<Upgrade>,
+) -> Result<Response<Body>, HttpError> {
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(client_upgrade) = client_upgrade {
+        if let Some(upgrade) = upgrade {
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
-            tokio::spawn(websocket::tunnel(client_upgrade, upstream_upgrade, watch));
+            tokio::spawn(websocket::tunnel(
+                upgrade.client,
+                upstream_upgrade,
+                upgrade.watch,
+            ));
             let (mut parts, _) = resp.into_parts();
             headers::sanitize_response(&mut parts.headers, true);
             return Ok(Response::from_parts(parts, empty()));
@@ -671,6 +409,39 @@ async fn forward(
         parts,
         body.map_err(BoxError::from).boxed(),
     ))
+}
+
+/// Phase 9, log: the answer's `X-Request-Id` and (on TLS) `Strict-Transport-Security`, the
+/// request's metrics and one access line (target `access`).
+fn log(
+    worker: &Worker,
+    conn: Conn,
+    ctx: &Ctx<'_>,
+    method: &Method,
+    response: &mut Response<Body>,
+    started: Instant,
+) {
+    if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    if let Some(hsts) = worker.gw.hsts.as_ref().filter(|_| conn.https) {
+        response
+            .headers_mut()
+            .insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+    }
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    worker.metrics.record(&ctx.route_name, status, elapsed);
+    tracing::info!(
+        target: "access",
+        request_id = %ctx.request_id,
+        method = %method,
+        route = %ctx.route_name,
+        status,
+        user_id = ctx.user_id.as_deref().unwrap_or("-"),
+        client_ip = %ctx.client_ip,
+        latency_ms = elapsed.as_secs_f64() * 1000.0,
+    );
 }
 
 /// The answer to a failed forward, counted: the upstream's failures in
@@ -694,28 +465,16 @@ fn forward_error(e: UpstreamError, route: &str) -> HttpError {
     match e {
         UpstreamError::Timeout => HttpError::GatewayTimeout,
         UpstreamError::BodyTooLarge => HttpError::PayloadTooLarge,
-        UpstreamError::Unreachable(cause) => HttpError::BadGateway(cause),
+        UpstreamError::Unreachable(cause) => HttpError::BadGateway(Box::new(cause)),
         UpstreamError::RequestBody(fault) => HttpError::BadRequest(fault.to_string()),
-    }
-}
-
-/// Reads a whole request body up to `max` bytes (for the gateway's own JSON endpoints).
-///
-/// # Errors
-/// 413 over the limit, 400 when the body cannot be read.
-pub async fn read_body(body: Incoming, max: usize) -> Result<Bytes, HttpError> {
-    match Limited::new(body, max).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(HttpError::PayloadTooLarge),
-        Err(e) => Err(HttpError::BadRequest(format!(
-            "cannot read the request body: {e}"
-        ))),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::config::AuthPolicy;
 
     fn route(prefix: &str, upstream: &str, strip: bool) -> Route {
         Route {
@@ -749,16 +508,5 @@ mod tests {
             upstream_uri(&r, "/api/x", None).unwrap(),
             "http://127.0.0.1:9000/base/x"
         );
-    }
-
-    #[test]
-    fn login_location_is_relative_and_encoded() {
-        let uri: Uri = "/a/b?x=1&y=//evil".parse().unwrap();
-        let loc = login_location(&uri);
-        assert!(
-            loc.starts_with("/auth/login?return_to=%2Fa%2Fb%3Fx%3D1"),
-            "{loc}"
-        );
-        assert!(!loc.contains("//"));
     }
 }

@@ -21,7 +21,7 @@
 //! stays in each instance's memory: it guards the database against one client's guesses, and
 //! counting it in the database would cost the query it saves.
 
-pub mod store;
+pub(crate) mod store;
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -35,17 +35,28 @@ use governor::{Quota, RateLimiter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{RateLimit, RateLimits};
-use crate::error::HttpError;
+use crate::db::DbError;
 
 /// Background tasks of the flows (code issue and mail) running at once; past it new work is
 /// dropped (and counted), while the client still gets the same answer.
-pub const MAX_BACKGROUND: usize = 256;
+pub(crate) const MAX_BACKGROUND: usize = 256;
 
 type Keyed<K> = RateLimiter<K, DefaultKeyedStateStore<K>, DefaultClock>;
 
+/// Why an attempt was not let through.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LimitError {
+    /// Over the limit: the wait in whole seconds (at least 1), for `Retry-After`.
+    #[error("rate limited; retry in {0:?}")]
+    Limited(Duration),
+    /// The fleet-wide count could not be read or written.
+    #[error("the fleet-wide rate limit could not be counted")]
+    Store(#[source] DbError),
+}
+
 /// A rate-limited flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     Login,
     OtpRequest,
     OtpVerify,
@@ -54,7 +65,7 @@ pub enum Action {
 }
 
 impl Action {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Action::Login => "login",
             Action::OtpRequest => "otp_request",
@@ -66,7 +77,7 @@ impl Action {
 }
 
 /// The governor quota for `limit`: a burst of `count`, one more every `per / count`.
-pub fn quota(limit: RateLimit) -> Quota {
+pub(crate) fn quota(limit: RateLimit) -> Quota {
     let burst = NonZeroU32::new(limit.count).unwrap_or(NonZeroU32::MIN);
     let period = (limit.per / burst.get()).max(Duration::from_nanos(1));
     Quota::with_period(period)
@@ -94,7 +105,7 @@ impl Pair {
 
 /// The limiters of every flow, shared by all connections (cheap to clone).
 #[derive(Clone)]
-pub struct Limits {
+pub(crate) struct Limits {
     inner: Arc<Inner>,
 }
 
@@ -111,7 +122,7 @@ struct Inner {
 }
 
 /// The key of a client address: IPv4 (also IPv4-mapped IPv6) as is, IPv6 by its /64.
-pub fn ip_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn ip_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),
@@ -146,10 +157,10 @@ fn spend<K: std::hash::Hash + Eq + Clone>(
     })
 }
 
-/// The 429 for a wait of `wait` (from the fleet-wide count), counted.
-fn refused(action: Action, scope: &'static str, wait: Duration) -> HttpError {
+/// The refusal for a wait of `wait` (from the fleet-wide count), counted.
+fn refused(action: Action, scope: &'static str, wait: Duration) -> LimitError {
     count_refusal(action.as_str(), scope);
-    HttpError::RateLimited(retry_after(wait))
+    LimitError::Limited(retry_after(wait))
 }
 
 fn refusal<K: std::hash::Hash + Eq + Clone>(
@@ -157,19 +168,20 @@ fn refusal<K: std::hash::Hash + Eq + Clone>(
     key: &K,
     action: Action,
     scope: &'static str,
-) -> Result<(), HttpError> {
-    spend(limiter, key, action.as_str(), scope).map_err(HttpError::RateLimited)
+) -> Result<(), LimitError> {
+    spend(limiter, key, action.as_str(), scope).map_err(LimitError::Limited)
 }
 
 impl Limits {
     /// Builds every limiter from `[rate_limits]`, in memory only (each instance counts alone).
-    pub fn new(cfg: &RateLimits) -> Limits {
+    #[cfg(test)]
+    pub(crate) fn new(cfg: &RateLimits) -> Limits {
         Limits::build(cfg, None)
     }
 
     /// Builds every limiter from `[rate_limits]`, counting in `pool`'s database as well when
     /// `rate_limits.fleet_wide` is set, so the limits hold across every instance.
-    pub fn for_fleet(cfg: &RateLimits, pool: Pool) -> Limits {
+    pub(crate) fn for_fleet(cfg: &RateLimits, pool: Pool) -> Limits {
         Limits::build(cfg, cfg.fleet_wide.then_some(pool))
     }
 
@@ -202,12 +214,17 @@ impl Limits {
     /// account has it): the per-IP limit first, then the per-email one.
     ///
     /// # Errors
-    /// [`HttpError::RateLimited`] with the wait in whole seconds (at least 1), for
-    /// `Retry-After`; 503 when the fleet-wide count cannot be read.
+    /// [`LimitError::Limited`] with the wait in whole seconds (at least 1), for
+    /// `Retry-After`; [`LimitError::Store`] when the fleet-wide count cannot be read.
     ///
     /// # Security
     /// Call it before looking the email up, so known and unknown emails are limited alike.
-    pub async fn check(&self, action: Action, ip: IpAddr, email: &str) -> Result<(), HttpError> {
+    pub(crate) async fn check(
+        &self,
+        action: Action,
+        ip: IpAddr,
+        email: &str,
+    ) -> Result<(), LimitError> {
         self.check_ip(action, ip).await?;
         self.check_email(action, email).await
     }
@@ -218,7 +235,7 @@ impl Limits {
     ///
     /// # Errors
     /// As [`Limits::check`].
-    pub async fn check_ip(&self, action: Action, ip: IpAddr) -> Result<(), HttpError> {
+    pub(crate) async fn check_ip(&self, action: Action, ip: IpAddr) -> Result<(), LimitError> {
         let pair = self.pair(action);
         let key = ip_key(ip);
         refusal(&pair.ip, &key, action, "ip")?;
@@ -230,7 +247,7 @@ impl Limits {
     ///
     /// # Errors
     /// As [`Limits::check`].
-    pub async fn check_email(&self, action: Action, email: &str) -> Result<(), HttpError> {
+    pub(crate) async fn check_email(&self, action: Action, email: &str) -> Result<(), LimitError> {
         let pair = self.pair(action);
         refusal(&pair.email, &email.to_string(), action, "email")?;
         self.check_fleet(action, "email", email, pair.email_limit)
@@ -244,11 +261,14 @@ impl Limits {
         scope: &'static str,
         subject: &str,
         limit: RateLimit,
-    ) -> Result<(), HttpError> {
+    ) -> Result<(), LimitError> {
         let Some(pool) = &self.inner.store else {
             return Ok(());
         };
-        match store::take(pool, action.as_str(), scope, subject, limit).await? {
+        let taken = store::take(pool, action.as_str(), scope, subject, limit)
+            .await
+            .map_err(LimitError::Store)?;
+        match taken {
             None => Ok(()),
             Some(wait) => Err(refused(action, scope, wait)),
         }
@@ -258,7 +278,7 @@ impl Limits {
     ///
     /// # Errors
     /// The database could not be asked.
-    pub async fn sweep(&self) -> Result<u64, crate::db::DbError> {
+    pub(crate) async fn sweep(&self) -> Result<u64, DbError> {
         match &self.inner.store {
             Some(pool) => store::sweep(pool).await,
             None => Ok(0),
@@ -272,7 +292,7 @@ impl Limits {
     /// # Errors
     /// The wait in whole seconds (at least 1) when the budget is spent: the session was not
     /// checked, so the answer is 429 with `Retry-After`, never 401.
-    pub fn spend_session_miss(&self, ip: IpAddr) -> Result<(), Duration> {
+    pub(crate) fn spend_session_miss(&self, ip: IpAddr) -> Result<(), Duration> {
         spend(
             &self.inner.session_miss,
             &ip_key(ip),
@@ -282,7 +302,7 @@ impl Limits {
     }
 
     /// Drops the keys whose state is indistinguishable from a fresh one.
-    pub fn retain_recent(&self) {
+    pub(crate) fn retain_recent(&self) {
         self.inner.session_miss.retain_recent();
         self.inner.session_miss.shrink_to_fit();
         for action in [
@@ -300,8 +320,9 @@ impl Limits {
         }
     }
 
-    /// Keys held across every limiter (for tests and metrics).
-    pub fn len(&self) -> usize {
+    /// Keys held across every limiter.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         [
             Action::Login,
             Action::OtpRequest,
@@ -316,13 +337,14 @@ impl Limits {
     }
 
     /// Whether no key is held.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// A permit for one background task of the flows, or `None` when [`MAX_BACKGROUND`] are
     /// already running (the caller drops the work and answers as usual).
-    pub fn background(&self) -> Option<OwnedSemaphorePermit> {
+    pub(crate) fn background(&self) -> Option<OwnedSemaphorePermit> {
         self.inner.background.clone().try_acquire_owned().ok()
     }
 }
@@ -361,7 +383,7 @@ mod tests {
             l.check(Action::Login, ip, "a@example.com").await.unwrap();
         }
         match l.check(Action::Login, ip, "a@example.com").await {
-            Err(HttpError::RateLimited(wait)) => {
+            Err(LimitError::Limited(wait)) => {
                 assert!(
                     wait >= Duration::from_secs(19) && wait <= Duration::from_secs(20),
                     "one more every 20 s: {wait:?}"
@@ -391,7 +413,7 @@ mod tests {
         let ip: IpAddr = "192.0.2.9".parse().unwrap();
         assert!(matches!(
             l.check(Action::Login, ip, "victim@example.com").await,
-            Err(HttpError::RateLimited(_))
+            Err(LimitError::Limited(_))
         ));
         assert!(
             l.check(Action::Login, ip, "other@example.com")

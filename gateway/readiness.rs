@@ -1,7 +1,7 @@
 //! Whether this instance wants new traffic, for the load balancers that poll `/readyz`. On
 //! SIGTERM an instance first says that it is leaving (`/readyz` answers 503) and goes on
 //! serving for `server.accept_grace`, so that the balancer takes it out of its pool while it
-//! still answers; only then does the listener close and the drain begin ([`crate::server`]).
+//! still answers; only then does the listener close and the drain begin (the server's job).
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,29 +9,33 @@ use std::time::Duration;
 
 /// Set once the instance is leaving; never cleared (a leaving process exits).
 #[derive(Debug, Default)]
-pub struct Readiness {
+pub(crate) struct Readiness {
     leaving: AtomicBool,
 }
 
 impl Readiness {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Readiness::default()
     }
 
     /// Whether the instance has been told to stop: `/readyz` then answers 503.
-    pub fn is_leaving(&self) -> bool {
+    pub(crate) fn is_leaving(&self) -> bool {
         self.leaving.load(Ordering::Acquire)
     }
 
     /// Marks the instance as leaving.
-    pub fn leave(&self) {
+    pub(crate) fn leave(&self) {
         self.leaving.store(true, Ordering::Release);
     }
 }
 
 /// Completes `grace` after `signal` does, having marked `readiness` as leaving the moment
-/// `signal` completed: the future on which [`crate::server::Server::run`] stops accepting.
-pub async fn leave_after(signal: impl Future<Output = ()>, readiness: &Readiness, grace: Duration) {
+/// `signal` completed: the future on which the server stops accepting.
+pub(crate) async fn leave_after(
+    signal: impl Future<Output = ()>,
+    readiness: &Readiness,
+    grace: Duration,
+) {
     signal.await;
     readiness.leave();
     if !grace.is_zero() {

@@ -6,7 +6,7 @@ use percent_encoding::percent_decode_str;
 use crate::path;
 
 /// Longest `return_to` kept; a longer one falls back to `/`.
-pub const MAX_RETURN_TO: usize = 2048;
+pub(crate) const MAX_RETURN_TO: usize = 2048;
 
 /// Where to send the browser after a login: `raw` when it is a same-origin relative path,
 /// its path normalized by [`path::normalize`] (the query and fragment kept as they are),
@@ -24,7 +24,7 @@ pub const MAX_RETURN_TO: usize = 2048;
 /// `/%0d%0a...`), in case a later hop decodes before it redirects; dot segments
 /// (`/.//evil.example`, which a browser resolves to `//evil.example`) and every other path
 /// the gateway would refuse as ambiguous.
-pub fn safe_return_to(raw: Option<&str>) -> String {
+pub(crate) fn safe_return_to(raw: Option<&str>) -> String {
     raw.filter(|r| is_safe(r))
         .and_then(normalized)
         .unwrap_or_else(|| "/".to_string())

@@ -20,57 +20,104 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_rustls::TlsAcceptor;
 
-use crate::cli::Failure;
-use crate::config::{self, Config, LogFormat};
-use crate::proxy::{self, Conn, Gateway, Worker};
+use crate::app::{Conn, Gateway, Worker};
+use crate::config::{self, Config, ConfigError, LogFormat};
+use crate::db::DbError;
+use crate::mail::MailError;
+use crate::migrate::MigrateError;
 use crate::readiness::{self, Readiness};
 use crate::sessions::{self, Sessions};
-use crate::{admin, codes, db, failures, mail, migrate};
+use crate::{admin, codes, db, failures, mail, migrate, proxy};
 
-/// A gateway whose listeners are bound and whose checks have passed.
+/// Why the server did not start. [`StartError::exit_code`] sorts them the way the command
+/// line reports them: 2 for what the operator must fix in the configuration or the files it
+/// names (or a database schema this binary does not expect), 1 for an operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Exit 2: problems in the configuration, each with its key.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Exit 2: TLS files that cannot be read or used; the message names the key.
+    #[error("{0}")]
+    Tls(String),
+    /// Exit 2: the mail settings cannot be used.
+    #[error(transparent)]
+    Mail(#[from] MailError),
+    /// Exit 2: the database schema is not the one this binary expects.
+    #[error(transparent)]
+    Schema(#[from] MigrateError),
+    /// Exit 1: the database pool cannot be built.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// Exit 1: a listener cannot be bound.
+    #[error("{key}: cannot listen on {addr}: {source}")]
+    Bind {
+        key: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Exit 1: a worker thread (its runtime or the thread itself) cannot start.
+    #[error("cannot start worker thread {index}: {source}")]
+    Worker {
+        index: usize,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl StartError {
+    /// The process exit code for this failure (see the type's documentation).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            StartError::Config(_)
+            | StartError::Tls(_)
+            | StartError::Mail(_)
+            | StartError::Schema(_) => 2,
+            StartError::Db(_) | StartError::Bind { .. } | StartError::Worker { .. } => 1,
+        }
+    }
+}
+
+/// A gateway whose listeners are bound, whose worker threads run and whose checks have
+/// passed.
 pub struct Server {
     gateway: Arc<Gateway>,
     public: TcpListener,
     admin: TcpListener,
     tls: Option<TlsAcceptor>,
+    workers: Vec<WorkerHandle>,
     readiness: Arc<Readiness>,
 }
 
 impl Server {
-    /// Validates the configuration, checks the database schema, loads the TLS material and
-    /// binds both listeners.
+    /// Validates the configuration, checks the database schema, loads the TLS material, binds
+    /// both listeners and starts the `server.workers` worker threads.
     ///
     /// # Errors
-    /// Exit-2 failures for bad configuration, unreadable TLS files or an unexpected schema;
-    /// exit-1 failures for listeners that cannot be bound.
-    pub async fn bind(config: Config) -> Result<Server, Failure> {
-        let problems = config.serve_problems();
-        if !problems.is_empty() {
-            let list: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
-            return Err(Failure::config(format!(
-                "invalid configuration:\n{}",
-                list.join("\n")
-            )));
-        }
+    /// [`StartError`]: bad configuration, unreadable TLS files or an unexpected schema (exit
+    /// 2); listeners that cannot be bound or a worker thread that cannot start (exit 1).
+    pub async fn bind(config: Config) -> Result<Server, StartError> {
+        config.check_serve()?;
         let tls = match &config.server.tls {
             Some(files) => Some(tls_acceptor(files)?),
             None => None,
         };
-        let mailer = mail::Mailer::start(&config.mail, config.branding.name.as_deref())
-            .map_err(Failure::config)?;
+        let mailer = mail::Mailer::start(&config.mail, config.branding.name.as_deref())?;
         let pool = db::connect(&config.database)?;
-        migrate::ensure_current(&pool)
-            .await
-            .map_err(Failure::config)?;
+        migrate::ensure_current(&pool).await?;
         let public = bind(config.server.listen, "server.listen").await?;
         let admin = bind(config.server.admin_listen, "server.admin_listen").await?;
         admin::install_metrics();
         let sessions = Sessions::new(pool, &config.sessions);
+        let gateway = Arc::new(Gateway::new(config, sessions, mailer));
+        let workers = start_workers(&gateway, tls.as_ref(), worker_thread_named).await?;
         Ok(Server {
-            gateway: Arc::new(Gateway::new(config, sessions, mailer)),
+            gateway,
             public,
             admin,
             tls,
+            workers,
             readiness: Arc::new(Readiness::new()),
         })
     }
@@ -98,7 +145,7 @@ impl Server {
     /// still served for `server.accept_grace` (so load balancers stop sending), then the
     /// listener closes and in-flight requests finish for up to `server.shutdown_grace`.
     ///
-    /// This task accepts; `server.workers` threads serve. Each worker runs a single-threaded
+    /// This task accepts; the `server.workers` threads [`Server::bind`] started serve. Each worker runs a single-threaded
     /// runtime and keeps every connection handed to it for the connection's whole life, with
     /// its own upstream pool, so the request path never wakes another thread (the model of
     /// nginx's worker processes). Connections go to the worker with the fewest open ones.
@@ -108,9 +155,7 @@ impl Server {
         let poller = tokio::spawn(sessions::poll(gw.sessions.clone()));
         let upkeep = tokio::spawn(maintain(gw.clone()));
         let admin = tokio::spawn(admin::serve(self.admin, gw.clone(), self.readiness.clone()));
-        let workers: Vec<WorkerHandle> = (0..gw.config.server.workers)
-            .map(|i| WorkerHandle::start(i, gw.clone(), self.tls.clone()))
-            .collect();
+        let workers = self.workers;
         let limit = Arc::new(Semaphore::new(gw.config.server.max_connections));
         let listen = self.public.local_addr().ok();
         tracing::info!(
@@ -122,6 +167,7 @@ impl Server {
         let shutdown =
             readiness::leave_after(shutdown, &self.readiness, gw.config.server.accept_grace);
         tokio::pin!(shutdown);
+        let mut backoff = AcceptBackoff::default();
         loop {
             let permit = tokio::select! {
                 () = &mut shutdown => break,
@@ -133,11 +179,19 @@ impl Server {
             let (stream, peer) = tokio::select! {
                 () = &mut shutdown => break,
                 accepted = self.public.accept() => match accepted {
-                    Ok(a) => a,
+                    Ok(a) => {
+                        backoff.succeeded();
+                        a
+                    }
                     Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                        continue;
+                        // Out of descriptors, say: a connection must close before the next
+                        // accept can succeed, so wait longer each time instead of spinning.
+                        let wait = backoff.failed();
+                        tracing::warn!(error = %e, ?wait, "accept failed; waiting before the next");
+                        tokio::select! {
+                            () = &mut shutdown => break,
+                            () = tokio::time::sleep(wait) => continue,
+                        }
                     }
                 },
             };
@@ -162,6 +216,59 @@ impl Server {
     }
 }
 
+/// The wait after a failed accept: doubling from [`AcceptBackoff::FIRST`] up to
+/// [`AcceptBackoff::MAX`] while accepts keep failing, back to the first after one succeeds. A
+/// failing accept (out of file descriptors) thus costs a few log lines a second at most, not
+/// one every few milliseconds, and a transient one costs a few milliseconds.
+#[derive(Debug)]
+struct AcceptBackoff {
+    next: Duration,
+}
+
+impl AcceptBackoff {
+    const FIRST: Duration = Duration::from_millis(5);
+    const MAX: Duration = Duration::from_secs(1);
+
+    /// The wait after this failure.
+    fn failed(&mut self) -> Duration {
+        let wait = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        wait
+    }
+
+    fn succeeded(&mut self) {
+        self.next = Self::FIRST;
+    }
+}
+
+impl Default for AcceptBackoff {
+    fn default() -> Self {
+        AcceptBackoff { next: Self::FIRST }
+    }
+}
+
+/// The thread of worker `index`, named `gateway-worker-{index}`.
+fn worker_thread_named(index: usize) -> std::thread::Builder {
+    std::thread::Builder::new().name(format!("gateway-worker-{index}"))
+}
+
+/// Starts the `server.workers` worker threads, each from `thread(index)`.
+///
+/// # Errors
+/// [`StartError::Worker`] when one cannot start: the server does not start with fewer (those
+/// already started end as their handles drop).
+async fn start_workers(
+    gw: &Arc<Gateway>,
+    tls: Option<&TlsAcceptor>,
+    thread: impl Fn(usize) -> std::thread::Builder,
+) -> Result<Vec<WorkerHandle>, StartError> {
+    let mut workers = Vec::with_capacity(gw.config.server.workers);
+    for index in 0..gw.config.server.workers {
+        workers.push(WorkerHandle::start(index, thread(index), gw.clone(), tls.cloned()).await?);
+    }
+    Ok(workers)
+}
+
 /// A connection accepted and handed to a worker.
 struct Accepted {
     stream: std::net::TcpStream,
@@ -178,79 +285,37 @@ struct WorkerHandle {
 }
 
 impl WorkerHandle {
-    /// Starts worker thread `index`: a single-threaded runtime serving the connections it
-    /// is handed until the queue closes, then draining them for up to `shutdown_grace`.
-    fn start(index: usize, gw: Arc<Gateway>, tls: Option<TlsAcceptor>) -> WorkerHandle {
-        let (queue, mut incoming) = mpsc::unbounded_channel::<Accepted>();
+    /// Starts worker `index` on `thread` ([`worker_thread`]): a single-threaded runtime
+    /// serving the connections it is handed until the queue closes, then draining them for up
+    /// to `shutdown_grace`. Returns once the runtime runs.
+    ///
+    /// # Errors
+    /// [`StartError::Worker`] when the thread or its runtime cannot be made.
+    async fn start(
+        index: usize,
+        thread: std::thread::Builder,
+        gw: Arc<Gateway>,
+        tls: Option<TlsAcceptor>,
+    ) -> Result<WorkerHandle, StartError> {
+        let failed = |source| StartError::Worker { index, source };
+        let (queue, incoming) = mpsc::unbounded_channel::<Accepted>();
+        let (ready_tx, ready) = oneshot::channel();
         let (done_tx, done) = oneshot::channel();
         let open = Arc::new(AtomicUsize::new(0));
         let open_here = open.clone();
-        let spawned = std::thread::Builder::new()
-            .name(format!("gateway-worker-{index}"))
+        thread
             .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("cannot start a worker runtime");
-                runtime.block_on(async move {
-                    let grace = gw.config.server.shutdown_grace;
-                    let builder = connection_builder(&gw.config.server);
-                    let worker = Arc::new(Worker::new(gw));
-                    let graceful = GracefulShutdown::new();
-                    while let Some(accepted) = incoming.recv().await {
-                        let stream = match accepted
-                            .stream
-                            .set_nonblocking(true)
-                            .and_then(|()| TcpStream::from_std(accepted.stream))
-                        {
-                            Ok(s) => s,
-                            Err(e) => {
-                                tracing::warn!(error = %e, "cannot register a connection");
-                                open_here.fetch_sub(1, Ordering::Relaxed);
-                                continue;
-                            }
-                        };
-                        let conn = Conn {
-                            peer: accepted.peer,
-                            https: tls.is_some(),
-                        };
-                        let open = Open::new(open_here.clone(), accepted.permit);
-                        let (worker, builder) = (worker.clone(), builder.clone());
-                        let watcher = graceful.watcher();
-                        // One task type per listener kind, so a plain connection's task is not
-                        // sized for TLS state it never has.
-                        match &tls {
-                            Some(acceptor) => tokio::spawn(tls_connection(
-                                stream,
-                                acceptor.clone(),
-                                conn,
-                                worker,
-                                builder,
-                                watcher,
-                                open,
-                            )),
-                            None => tokio::spawn(async move {
-                                let _open = open;
-                                serve_connection(stream, conn, worker, &builder, watcher).await;
-                            }),
-                        };
-                    }
-                    if tokio::time::timeout(grace, graceful.shutdown())
-                        .await
-                        .is_err()
-                    {
-                        tracing::warn!(
-                            worker = index,
-                            "grace period over; closing the remaining connections"
-                        );
-                    }
-                });
+                worker_thread(index, gw, tls, incoming, open_here, ready_tx);
                 let _ = done_tx.send(());
-            });
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "cannot start worker thread {index}");
+            })
+            .map_err(failed)?;
+        match ready.await {
+            Ok(Ok(())) => Ok(WorkerHandle { queue, open, done }),
+            Ok(Err(e)) => Err(failed(e)),
+            Err(_) => Err(failed(std::io::Error::other(
+                "the worker thread ended at once",
+            ))),
         }
-        WorkerHandle { queue, open, done }
     }
 
     fn open(&self) -> usize {
@@ -285,6 +350,93 @@ impl WorkerHandle {
     fn close(self) -> oneshot::Receiver<()> {
         drop(self.queue);
         self.done
+    }
+}
+
+/// The body of worker thread `index`: its own single-threaded runtime (whether it could be
+/// built goes to `ready`), running [`serve_worker`] to the end of its drain.
+fn worker_thread(
+    index: usize,
+    gw: Arc<Gateway>,
+    tls: Option<TlsAcceptor>,
+    incoming: mpsc::UnboundedReceiver<Accepted>,
+    open: Arc<AtomicUsize>,
+    ready: oneshot::Sender<std::io::Result<()>>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(()));
+    runtime.block_on(serve_worker(index, gw, tls, incoming, open));
+}
+
+/// What a worker thread runs: each connection it is handed becomes a task (the TLS handshake,
+/// then HTTP) on this thread, until the queue closes; then the open connections drain for up
+/// to `server.shutdown_grace`, and those left are closed.
+async fn serve_worker(
+    index: usize,
+    gw: Arc<Gateway>,
+    tls: Option<TlsAcceptor>,
+    mut incoming: mpsc::UnboundedReceiver<Accepted>,
+    open_here: Arc<AtomicUsize>,
+) {
+    let grace = gw.config.server.shutdown_grace;
+    let builder = connection_builder(&gw.config.server);
+    let worker = Arc::new(Worker::new(gw));
+    let graceful = GracefulShutdown::new();
+    while let Some(accepted) = incoming.recv().await {
+        let stream = match accepted
+            .stream
+            .set_nonblocking(true)
+            .and_then(|()| TcpStream::from_std(accepted.stream))
+        {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot register a connection");
+                open_here.fetch_sub(1, Ordering::Relaxed);
+                continue;
+            }
+        };
+        let conn = Conn {
+            peer: accepted.peer,
+            https: tls.is_some(),
+        };
+        let open = Open::new(open_here.clone(), accepted.permit);
+        let (worker, builder) = (worker.clone(), builder.clone());
+        let watcher = graceful.watcher();
+        // One task type per listener kind, so a plain connection's task is not sized for TLS
+        // state it never has.
+        match &tls {
+            Some(acceptor) => tokio::spawn(tls_connection(
+                stream,
+                acceptor.clone(),
+                conn,
+                worker,
+                builder,
+                watcher,
+                open,
+            )),
+            None => tokio::spawn(async move {
+                let _open = open;
+                serve_connection(stream, conn, worker, &builder, watcher).await;
+            }),
+        };
+    }
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            worker = index,
+            "grace period over; closing the remaining connections"
+        );
     }
 }
 
@@ -397,30 +549,30 @@ fn connection_builder(cfg: &config::Server) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-async fn bind(addr: SocketAddr, key: &str) -> Result<TcpListener, Failure> {
+async fn bind(addr: SocketAddr, key: &'static str) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr)
         .await
-        .map_err(|e| Failure::op(format!("{key}: cannot listen on {addr}: {e}")))
+        .map_err(|source| StartError::Bind { key, addr, source })
 }
 
-fn tls_acceptor(files: &config::TlsFiles) -> Result<TlsAcceptor, Failure> {
+fn tls_acceptor(files: &config::TlsFiles) -> Result<TlsAcceptor, StartError> {
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
         .map_err(|e| {
-            Failure::config(format!(
+            StartError::Tls(format!(
                 "server.tls_cert: cannot read {}: {e}",
                 files.cert.display()
             ))
         })?;
     if certs.is_empty() {
-        return Err(Failure::config(format!(
+        return Err(StartError::Tls(format!(
             "server.tls_cert: no certificate in {}",
             files.cert.display()
         )));
     }
     let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| {
-        Failure::config(format!(
+        StartError::Tls(format!(
             "server.tls_key: cannot read {}: {e}",
             files.key.display()
         ))
@@ -428,11 +580,11 @@ fn tls_acceptor(files: &config::TlsFiles) -> Result<TlsAcceptor, Failure> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| Failure::config(format!("server.tls_cert: {e}")))?
+        .map_err(|e| StartError::Tls(format!("server.tls_cert: {e}")))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|e| {
-            Failure::config(format!(
+            StartError::Tls(format!(
                 "server.tls_key: does not match server.tls_cert or is unusable: {e}"
             ))
         })?;
@@ -443,7 +595,7 @@ fn tls_acceptor(files: &config::TlsFiles) -> Result<TlsAcceptor, Failure> {
 /// Sets up logging as `[log]` says, to standard error through a background writer thread, so
 /// no request waits on log I/O (under overload, lines are dropped rather than waited for).
 /// Keep the returned guard alive: dropping it flushes what is buffered.
-pub fn init_logging(cfg: &config::Log) -> tracing_appender::non_blocking::WorkerGuard {
+pub(crate) fn init_logging(cfg: &config::Log) -> tracing_appender::non_blocking::WorkerGuard {
     let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
     let filter =
         tracing_subscriber::EnvFilter::try_new(&cfg.level).unwrap_or_else(|_| "info".into());
@@ -461,7 +613,7 @@ pub fn init_logging(cfg: &config::Log) -> tracing_appender::non_blocking::Worker
 ///
 /// # Errors
 /// Whatever [`Server::bind`] refuses.
-pub async fn serve(config: Config) -> Result<(), Failure> {
+pub(crate) async fn serve(config: Config) -> Result<(), StartError> {
     let _log_guard = init_logging(&config.log);
     let server = Server::bind(config).await?;
     server.run(shutdown_signal()).await;
@@ -469,7 +621,7 @@ pub async fn serve(config: Config) -> Result<(), Failure> {
 }
 
 /// Completes on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -489,4 +641,62 @@ pub async fn shutdown_signal() {
         () = term => {},
     }
     tracing::info!("shutdown signal received");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_failures_back_off_exponentially_and_recover() {
+        let mut backoff = AcceptBackoff::default();
+        let waits: Vec<Duration> = (0..10).map(|_| backoff.failed()).collect();
+        assert_eq!(waits[0], AcceptBackoff::FIRST);
+        for pair in waits.windows(2) {
+            assert!(
+                pair[1] == (pair[0] * 2).min(AcceptBackoff::MAX),
+                "{waits:?}"
+            );
+        }
+        assert_eq!(*waits.last().unwrap(), AcceptBackoff::MAX);
+        let per_minute: u32 = (0..1000)
+            .map(|_| backoff.failed())
+            .scan(Duration::ZERO, |spent, w| {
+                *spent += w;
+                (*spent <= Duration::from_secs(60)).then_some(1)
+            })
+            .sum();
+        assert!(per_minute <= 61, "{per_minute} failures logged a minute");
+        backoff.succeeded();
+        assert_eq!(backoff.failed(), AcceptBackoff::FIRST);
+    }
+
+    #[tokio::test]
+    async fn a_worker_that_cannot_start_fails_the_start() {
+        let env = [("GATEWAY_SERVER__WORKERS".to_string(), "3".to_string())];
+        let config = Config::load(None, env).unwrap();
+        let pool = db::connect(&config.database).unwrap();
+        let mailer = mail::Mailer::start(&config.mail, None).unwrap();
+        let sessions = Sessions::new(pool, &config.sessions);
+        let gw = Arc::new(Gateway::new(config, sessions, mailer));
+
+        let started = start_workers(&gw, None, worker_thread_named).await.unwrap();
+        assert_eq!(started.len(), 3);
+        drop(started);
+
+        // The third thread asks for a stack no address space holds: it cannot be made.
+        let third_fails = |index: usize| {
+            let thread = worker_thread_named(index);
+            if index == 2 {
+                thread.stack_size(1 << 50)
+            } else {
+                thread
+            }
+        };
+        match start_workers(&gw, None, third_fails).await {
+            Err(e @ StartError::Worker { index: 2, .. }) => assert_eq!(e.exit_code(), 1),
+            Err(e) => panic!("wrong error: {e}"),
+            Ok(workers) => panic!("started with {} workers and one missing", workers.len()),
+        }
+    }
 }

@@ -18,9 +18,9 @@
 //!
 //! Revocation across instances is the [`poll`] loop in [`revocation`].
 
-pub mod revocation;
+pub(crate) mod revocation;
 pub mod token;
-pub mod touch;
+pub(crate) mod touch;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -38,7 +38,7 @@ use crate::config;
 use crate::db::{self, DbError};
 use crate::health::Health;
 
-pub use revocation::poll;
+pub(crate) use revocation::poll;
 pub use token::{Shape, TOKEN_PREFIX, TokenHash, TokenKeys, hash_token};
 
 const INSERT: &str = "INSERT INTO sessions (id, user_id, token_hash, ip_address, device_label, user_agent, expires_at)
@@ -74,7 +74,7 @@ const LIST_FOR_USER: &str =
 /// sessions means a million of them), so strings are boxed slices and the role set is shared
 /// between every identity with the same roles.
 #[derive(Debug)]
-pub struct Identity {
+pub(crate) struct Identity {
     pub session_id: Uuid,
     pub user_id: Box<str>,
     pub email: Box<str>,
@@ -94,11 +94,11 @@ pub struct Identity {
 
 impl Identity {
     /// When the session was created, to the second.
-    pub fn created_at(&self) -> SystemTime {
+    pub(crate) fn created_at(&self) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(self.created_secs)
     }
 
-    pub fn has_any_role(&self, wanted: &[String]) -> bool {
+    pub(crate) fn has_any_role(&self, wanted: &[String]) -> bool {
         wanted.is_empty()
             || wanted
                 .iter()
@@ -108,7 +108,7 @@ impl Identity {
 
 /// A user's roles, sorted, and the header value that lists them.
 #[derive(Debug, PartialEq, Eq)]
-pub struct RoleSet {
+pub(crate) struct RoleSet {
     pub names: Vec<String>,
     /// `names` joined with commas, ready for the header.
     pub header: String,
@@ -149,10 +149,12 @@ enum Lookup {
 
 /// Why a session could not be checked.
 #[derive(Debug, thiserror::Error)]
-pub enum SessionError {
-    /// The database could not be asked on a cache miss: answer 503 with `Retry-After`.
-    #[error("session store unavailable: {0}")]
-    Unavailable(String),
+pub(crate) enum SessionError {
+    /// The session store could not answer: the database failed a cache miss (the cause), or
+    /// it is down and `sessions.serve_cached_when_db_down` is false (no cause). Answer 503
+    /// with `Retry-After`, unless [`SessionError::is_bug`].
+    #[error("session store unavailable")]
+    Unavailable(#[source] StoreError),
     /// The client's miss budget is spent, so the token was not looked up: answer 429 with
     /// `Retry-After` (whole seconds), never 401 (the session may well be valid).
     #[error("session lookups of this client address are over budget; retry in {0:?}")]
@@ -161,12 +163,37 @@ pub enum SessionError {
 
 /// What a cache miss may cost the client that causes it: called once, just before the
 /// query, by the request that runs it; `Err(wait)` refuses the query. The gateway passes
-/// [`crate::ratelimit::Limits::spend_session_miss`] for the client's address.
-pub type MissBudget<'a> = &'a (dyn Fn() -> Result<(), Duration> + Sync);
+/// the rate limits' session-miss budget (`Limits::spend_session_miss`) for the client's address.
+pub(crate) type MissBudget<'a> = &'a (dyn Fn() -> Result<(), Duration> + Sync);
 
-/// Why a load failed (the error type of the coalesced load).
+/// Why the session store could not answer.
 #[derive(Debug, thiserror::Error)]
-enum LoadError {
+pub(crate) enum StoreError {
+    /// Cached sessions are not served while the database is down.
+    #[error("the database is down and sessions.serve_cached_when_db_down is false")]
+    Down,
+    /// The lookup of a cache miss failed (shared by every request that waited for it).
+    #[error(transparent)]
+    Load(Arc<LoadError>),
+}
+
+impl SessionError {
+    /// Whether the database refused the lookup's statement rather than could not answer it
+    /// ([`DbError::is_unavailable`]): a bug, not unavailability.
+    pub(crate) fn is_bug(&self) -> bool {
+        match self {
+            SessionError::Unavailable(StoreError::Load(load)) => match load.as_ref() {
+                LoadError::Db(db) => !db.is_unavailable(),
+                LoadError::Throttled(_) => false,
+            },
+            SessionError::Unavailable(StoreError::Down) | SessionError::Throttled(_) => false,
+        }
+    }
+}
+
+/// Why a load failed (the error type of the coalesced load, shared by its waiters).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LoadError {
     #[error(transparent)]
     Db(#[from] DbError),
     #[error("over the miss budget")]
@@ -243,7 +270,7 @@ pub struct Sessions {
 impl Sessions {
     /// Builds the cache and starts the `last_seen_at` batch writer. New tokens are tagged
     /// with `settings.token_key`.
-    pub fn new(pool: Pool, settings: &config::Sessions) -> Self {
+    pub(crate) fn new(pool: Pool, settings: &config::Sessions) -> Self {
         let clock = Arc::new(DbClock::new());
         let cache = Cache::builder()
             .max_capacity(settings.cache_capacity)
@@ -271,7 +298,7 @@ impl Sessions {
     }
 
     /// The database's clock as this instance knows it (fed by lookups and the poller).
-    pub fn clock(&self) -> &DbClock {
+    pub(crate) fn clock(&self) -> &DbClock {
         &self.clock
     }
 
@@ -284,17 +311,18 @@ impl Sessions {
         &self.pool
     }
 
-    pub fn settings(&self) -> &config::Sessions {
+    pub(crate) fn settings(&self) -> &config::Sessions {
         &self.settings
     }
 
     /// The keys that tag new tokens and check presented ones.
-    pub fn keys(&self) -> &TokenKeys {
+    #[cfg(test)]
+    pub(crate) fn keys(&self) -> &TokenKeys {
         &self.keys
     }
 
     /// What this instance knows of the database's health (fed by lookups and the poller).
-    pub fn health(&self) -> &Health {
+    pub(crate) fn health(&self) -> &Health {
         &self.health
     }
 
@@ -318,7 +346,7 @@ impl Sessions {
     /// A positive answer was read from the database at most `cache_ttl` ago (or less, when
     /// the revocation poll invalidated it). Errors are never cached. A token whose tag fails
     /// (compared in constant time) is refused before any cache entry or query exists for it.
-    pub async fn validate(
+    pub(crate) async fn validate(
         &self,
         token: &str,
         budget: MissBudget<'_>,
@@ -377,9 +405,7 @@ impl Sessions {
             return Ok(None);
         };
         if !missed && !self.settings.serve_cached_when_db_down && self.health.is_down() {
-            return Err(SessionError::Unavailable(
-                "the database is down and sessions.serve_cached_when_db_down is false".into(),
-            ));
+            return Err(SessionError::Unavailable(StoreError::Down));
         }
         let now = self.clock.now();
         if !self.is_live(&identity, now) {
@@ -419,10 +445,10 @@ impl Sessions {
                         .increment(1);
                     SessionError::Throttled(wait)
                 }
-                LoadError::Db(ref db) => {
+                LoadError::Db(_) => {
                     metrics::counter!("gateway_session_lookups_total", "result" => "error")
                         .increment(1);
-                    SessionError::Unavailable(db.to_string())
+                    SessionError::Unavailable(StoreError::Load(e))
                 }
             })?;
         Ok((lookup, queried))
@@ -452,7 +478,7 @@ impl Sessions {
     }
 
     /// Drops the cached entries of these token hashes (after a revocation).
-    pub async fn invalidate(&self, hashes: &[TokenHash]) {
+    pub(crate) async fn invalidate(&self, hashes: &[TokenHash]) {
         for h in hashes {
             self.cache.invalidate(h).await;
         }
@@ -462,7 +488,11 @@ impl Sessions {
     ///
     /// # Errors
     /// A database error.
-    pub async fn create(&self, user_id: &str, meta: &SessionMeta) -> Result<NewSession, DbError> {
+    pub(crate) async fn create(
+        &self,
+        user_id: &str,
+        meta: &SessionMeta,
+    ) -> Result<NewSession, DbError> {
         create(
             &self.pool,
             &self.keys,
@@ -478,7 +508,11 @@ impl Sessions {
     ///
     /// # Errors
     /// A database error.
-    pub async fn revoke_token(&self, identity: &Identity, reason: &str) -> Result<u64, DbError> {
+    pub(crate) async fn revoke_token(
+        &self,
+        identity: &Identity,
+        reason: &str,
+    ) -> Result<u64, DbError> {
         let hashes = revoke(&self.pool, REVOKE_ONE, &[&identity.session_id, &reason]).await?;
         self.invalidate(&hashes).await;
         Ok(hashes.len() as u64)
@@ -488,7 +522,7 @@ impl Sessions {
     ///
     /// # Errors
     /// A database error.
-    pub async fn revoke_own(
+    pub(crate) async fn revoke_own(
         &self,
         user_id: &str,
         session_id: Uuid,
@@ -508,7 +542,7 @@ impl Sessions {
     ///
     /// # Errors
     /// A database error.
-    pub async fn revoke_others(
+    pub(crate) async fn revoke_others(
         &self,
         user_id: &str,
         keep: Uuid,
@@ -649,7 +683,7 @@ fn token_hashes(rows: &[tokio_postgres::Row]) -> Vec<TokenHash> {
 
 /// Counts sessions revoked (`gateway_sessions_revoked_total`), once their transaction has
 /// committed.
-pub fn count_revoked(n: usize) {
+pub(crate) fn count_revoked(n: usize) {
     metrics::counter!("gateway_sessions_revoked_total").increment(n as u64);
 }
 
@@ -661,7 +695,7 @@ pub fn count_revoked(n: usize) {
 ///
 /// # Errors
 /// The statement failed.
-pub async fn revoke_user_in(
+pub(crate) async fn revoke_user_in(
     tx: &db::Tx,
     user_id: &str,
     reason: &str,
@@ -676,7 +710,7 @@ pub async fn revoke_user_in(
 ///
 /// # Errors
 /// The statement failed.
-pub async fn revoke_others_in(
+pub(crate) async fn revoke_others_in(
     tx: &db::Tx,
     user_id: &str,
     keep: Uuid,
@@ -691,7 +725,7 @@ pub async fn revoke_others_in(
 ///
 /// # Errors
 /// A database error.
-pub async fn revoke_one(pool: &Pool, id: Uuid, reason: &str) -> Result<u64, DbError> {
+pub(crate) async fn revoke_one(pool: &Pool, id: Uuid, reason: &str) -> Result<u64, DbError> {
     Ok(revoke(pool, REVOKE_ONE, &[&id, &reason]).await?.len() as u64)
 }
 

@@ -11,15 +11,15 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::config;
-use crate::proxy::Body;
+use crate::body::Body;
+use crate::config::{self, Route};
 
 /// Why forwarding failed.
 #[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
+pub(crate) enum UpstreamError {
     /// No connection could be made, or it broke before a response: 502.
-    #[error("upstream unreachable: {0}")]
-    Unreachable(String),
+    #[error("upstream unreachable")]
+    Unreachable(#[source] hyper_util::client::legacy::Error),
     /// No response headers within `upstream.response_timeout`: 504.
     #[error("upstream timed out")]
     Timeout,
@@ -33,7 +33,7 @@ pub enum UpstreamError {
 
 /// How a client's request body broke (the `kind` of `gateway_request_body_errors_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BodyFault {
+pub(crate) enum BodyFault {
     /// Not valid framing: a malformed chunk size or line ending, a chunk size that overflows,
     /// a bad chunk extension.
     Malformed,
@@ -42,7 +42,7 @@ pub enum BodyFault {
 }
 
 impl BodyFault {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             BodyFault::Malformed => "malformed",
             BodyFault::Incomplete => "incomplete",
@@ -63,17 +63,17 @@ impl std::fmt::Display for BodyFault {
 /// upstream's: wrap the body's errors in it before sending (`body.map_err(RequestBodyError)`).
 #[derive(Debug, thiserror::Error)]
 #[error("request body: {0}")]
-pub struct RequestBodyError(#[source] pub hyper::Error);
+pub(crate) struct RequestBodyError(#[source] pub hyper::Error);
 
 /// The shared upstream client.
 #[derive(Clone)]
-pub struct Upstream {
+pub(crate) struct Upstream {
     client: Client<HttpConnector, Body>,
     response_timeout: Duration,
 }
 
 impl Upstream {
-    pub fn new(cfg: &config::Upstream) -> Self {
+    pub(crate) fn new(cfg: &config::Upstream) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(cfg.connect_timeout));
         connector.set_nodelay(true);
@@ -94,17 +94,44 @@ impl Upstream {
     ///
     /// # Errors
     /// [`UpstreamError`], which the caller maps to 502, 504 or 413.
-    pub async fn forward(&self, req: Request<Body>) -> Result<Response<Incoming>, UpstreamError> {
+    pub(crate) async fn forward(
+        &self,
+        req: Request<Body>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
         match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
             Err(_) => Err(UpstreamError::Timeout),
             Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(classify(&e)),
+            Ok(Err(e)) => Err(classify(e)),
         }
     }
 }
 
-fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+/// The request target (path and query) the upstream of `route` receives for a request whose
+/// normalized path is `normalized`: the upstream's base path, the normalized path (less the
+/// prefix when `strip_prefix`), and the query exactly as received.
+pub(crate) fn target(route: &Route, normalized: &str, query: Option<&str>) -> String {
+    let mut path = normalized;
+    if route.strip_prefix {
+        path = &normalized[route.path_prefix.len()..];
+    }
+    let base = route.upstream.path().trim_end_matches('/');
+    let path = if path.is_empty() { "/" } else { path };
+    let mut target =
+        String::with_capacity(base.len() + path.len() + query.map_or(0, |q| q.len() + 1));
+    target.push_str(base);
+    if !path.starts_with('/') {
+        target.push('/');
+    }
+    target.push_str(path);
+    if let Some(q) = query {
+        target.push('?');
+        target.push_str(q);
+    }
+    target
+}
+
+fn classify(e: hyper_util::client::legacy::Error) -> UpstreamError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
     while let Some(s) = source {
         if s.is::<http_body_util::LengthLimitError>() {
             return UpstreamError::BodyTooLarge;
@@ -114,7 +141,7 @@ fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
         }
         source = s.source();
     }
-    UpstreamError::Unreachable(e.to_string())
+    UpstreamError::Unreachable(e)
 }
 
 /// Malformed when the body's decoder refused the bytes (an I/O error of kind `InvalidData`

@@ -34,12 +34,12 @@ const SELECT_CREDENTIALS: &str = "SELECT u.status, p.password_hash
     WHERE u.id = $1 AND u.deleted_at IS NULL";
 
 /// `sessions.revoked_reason` of the sessions that disabling a user ended.
-pub const REVOKED_DISABLED: &str = "user_disabled";
+pub(crate) const REVOKED_DISABLED: &str = "user_disabled";
 
 /// Longest accepted email address (RFC 5321 path limit).
-pub const MAX_EMAIL_BYTES: usize = 254;
+pub(crate) const MAX_EMAIL_BYTES: usize = 254;
 /// Longest role name.
-pub const MAX_ROLE_BYTES: usize = 64;
+pub(crate) const MAX_ROLE_BYTES: usize = 64;
 
 /// A user as the auth flows need it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,7 +60,7 @@ pub enum Status {
 }
 
 impl Status {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Status::Active => "active",
             Status::Disabled => "disabled",
@@ -97,7 +97,7 @@ pub enum UserError {
 ///
 /// # Errors
 /// [`UserError::InvalidEmail`] saying what is wrong.
-pub fn normalize_email(raw: &str) -> Result<String, UserError> {
+pub(crate) fn normalize_email(raw: &str) -> Result<String, UserError> {
     let email = raw.trim().to_lowercase();
     let bad = |why: &str| Err(UserError::InvalidEmail(format!("`{}`: {why}", raw.trim())));
     if email.len() > MAX_EMAIL_BYTES {
@@ -134,7 +134,7 @@ pub fn normalize_email(raw: &str) -> Result<String, UserError> {
 ///
 /// # Errors
 /// [`UserError::InvalidRole`].
-pub fn check_role(role: &str) -> Result<(), UserError> {
+pub(crate) fn check_role(role: &str) -> Result<(), UserError> {
     let ok = !role.is_empty()
         && role.len() <= MAX_ROLE_BYTES
         && role
@@ -345,7 +345,7 @@ pub async fn set_password_hash(
 ///
 /// # Errors
 /// A database error.
-pub async fn credentials(
+pub(crate) async fn credentials(
     pool: &Pool,
     id: &str,
 ) -> Result<Option<(Status, Option<String>)>, DbError> {

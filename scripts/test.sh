@@ -8,8 +8,9 @@
 #    Debian cluster, else a project-local cluster in .dev/pg, else apt-get as root), exported as
 #    DATABASE_URL (the server's `postgres` database; the tests create their own databases);
 # 2. test-time tools (ensure_test_tools below), on CI or as root only;
-# 3. cargo fmt --check, cargo clippy -D warnings, cargo test --workspace: one dev profile for
-#    all three, so the dependencies are compiled once per mode;
+# 3. the module layers (scripts/check-layers.py: imports run one way, no cycle), cargo fmt
+#    --check, cargo clippy -D warnings, cargo test --workspace: one dev profile for all three,
+#    so the dependencies are compiled once per mode;
 # 4. a 20-second soak (scripts/soak.sh --debug) on the binaries step 3 built;
 # 5. the fleet scenarios in their short form (scripts/fleet.sh: three gateways behind HAProxy
 #    in network namespaces; about 2 minutes), as root only: on CI a non-root run fails.
@@ -183,6 +184,7 @@ step "test-time tools" ensure_test_tools
 say "toolchain: $(cargo --version), $(rustc --version)"
 say "DATABASE_URL=$(_pg_redact "$DATABASE_URL") (via ${GW_PG_SOURCE:-?})"
 
+check "module layers" scripts/check-layers.py
 check "cargo fmt --check" cargo fmt --all -- --check
 check "cargo clippy -D warnings" cargo clippy ${LOCKED[@]+"${LOCKED[@]}"} --workspace --all-targets -- -D warnings
 check "cargo test --workspace" cargo test ${LOCKED[@]+"${LOCKED[@]}"} --workspace --no-fail-fast "$@"

@@ -5,21 +5,23 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::Validator;
+use super::raw::section;
+use super::validate::Validator;
 
 /// Longest product name, in characters.
-pub const MAX_NAME_CHARS: usize = 60;
+pub(super) const MAX_NAME_CHARS: usize = 60;
 /// Longest logo URL, in bytes.
-pub const MAX_LOGO_URL_BYTES: usize = 2048;
+pub(super) const MAX_LOGO_URL_BYTES: usize = 2048;
 /// Text on accent-coloured buttons when white would not contrast enough.
-pub const DARK_TEXT: &str = "#1b2240";
+pub(super) const DARK_TEXT: &str = "#1b2240";
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct RawBranding {
-    pub name: String,
-    pub logo_url: String,
-    pub accent_color: String,
+section! {
+    /// `[branding]`: all empty by default (the pages and mails then say "Gateway").
+    RawBranding, BrandingKeys, BrandingView = "branding" {
+        name: String = String::new(),
+        logo_url: String = String::new(),
+        accent_color: String = String::new(),
+    }
 }
 
 /// The validated `[branding]`; every field `None` when unset.
@@ -76,47 +78,49 @@ pub struct Accent {
 
 impl Validator {
     pub(super) fn branding(&mut self, raw: &RawBranding) -> Branding {
-        let name = match raw.name.trim() {
+        let r = raw.keyed();
+        let name = match r.name.value.trim() {
             "" => None,
             name => {
                 if name.chars().count() > MAX_NAME_CHARS {
                     self.problem(
-                        "branding.name",
+                        r.name.key,
                         format!("must be at most {MAX_NAME_CHARS} characters"),
                     );
                 }
                 if name.chars().any(char::is_control) {
                     self.problem(
-                        "branding.name",
+                        r.name.key,
                         "must not contain control characters (it is a mail header)",
                     );
                 }
                 Some(name.to_string())
             }
         };
-        let logo = match raw.logo_url.trim() {
+        let logo = match r.logo_url.value.trim() {
             "" => None,
             url => match logo(url) {
                 Ok(logo) => Some(logo),
                 Err(message) => {
-                    self.problem("branding.logo_url", message);
+                    self.problem(r.logo_url.key, message);
                     None
                 }
             },
         };
         if logo.is_some() && name.is_none() {
+            let name = r.name.key;
             self.problem(
-                "branding.logo_url",
-                "needs branding.name, which is the logo's text for those who cannot see it",
+                r.logo_url.key,
+                format!("needs {name}, which is the logo's text for those who cannot see it"),
             );
         }
-        let accent = match raw.accent_color.trim() {
+        let accent = match r.accent_color.value.trim() {
             "" => None,
             color => match accent(color) {
                 Some(accent) => Some(accent),
                 None => {
                     self.problem(
-                        "branding.accent_color",
+                        r.accent_color.key,
                         format!("`{color}` is not a colour like \"#2450c4\" or \"#24c\""),
                     );
                     None

@@ -48,7 +48,7 @@ const UNTYPED: u8 = 0;
 
 /// Opens pooled connections behind a [`Watchdog`] (the pool's `Connect`).
 #[derive(Debug, Clone)]
-pub struct Connector {
+pub(super) struct Connector {
     reply_timeout: Duration,
     /// The runtime that owns every connection (its socket and its task): the one the pool was
     /// built on. The gateway serves requests on per-core worker runtimes; a connection opened
@@ -69,7 +69,7 @@ impl Connector {
     /// A connector whose connections fail when a reply is `reply_timeout` late, opened and
     /// driven on the current runtime (if any), with at most `max_sockets` sockets open at
     /// once (an attempt waits for a slot, within the pool's create timeout).
-    pub fn new(reply_timeout: Duration, max_sockets: usize) -> Self {
+    pub(super) fn new(reply_timeout: Duration, max_sockets: usize) -> Self {
         Connector {
             reply_timeout,
             home: tokio::runtime::Handle::try_current().ok(),
@@ -383,7 +383,7 @@ impl Framer {
 /// that count is above zero (or a write is stuck), any byte in either direction is progress,
 /// and `limit` without progress fails the read side with [`io::ErrorKind::TimedOut`]. An idle
 /// connection owes nothing and may stay silent for ever.
-pub struct Watchdog<S> {
+pub(super) struct Watchdog<S> {
     inner: S,
     limit: Duration,
     sent: Framer,
@@ -398,7 +398,7 @@ pub struct Watchdog<S> {
 }
 
 impl<S> Watchdog<S> {
-    pub fn new(inner: S, limit: Duration) -> Self {
+    pub(super) fn new(inner: S, limit: Duration) -> Self {
         let now = Instant::now();
         Watchdog {
             inner,

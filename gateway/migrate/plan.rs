@@ -22,14 +22,14 @@
 
 /// The database behind the pool, as far as migrations care.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flavor {
+pub(crate) enum Flavor {
     Postgres,
     Cockroach,
 }
 
 impl Flavor {
     /// The flavor of a server from its `SELECT version()` text.
-    pub fn of_version(version: &str) -> Flavor {
+    pub(crate) fn of_version(version: &str) -> Flavor {
         if version.contains("CockroachDB") {
             Flavor::Cockroach
         } else {
@@ -58,7 +58,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub fn is_ddl(&self) -> bool {
+    pub(crate) fn is_ddl(&self) -> bool {
         matches!(
             self,
             Kind::CreateTable { .. } | Kind::CreateIndex { .. } | Kind::OtherDdl
@@ -82,7 +82,7 @@ pub struct Statement {
 
 /// One step of running a section.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     /// Run this statement of the section.
     Run(usize),
     /// Write (`up`) or delete (`down`) the section's `schema_migrations` row.
@@ -90,11 +90,11 @@ pub enum Step {
 }
 
 /// The transactions a section runs as, in order.
-pub type Plan = Vec<Vec<Step>>;
+pub(crate) type Plan = Vec<Vec<Step>>;
 
 /// How `statements` are run on `flavor`: one transaction with the record last, or on
 /// CockroachDB, when a statement is not atomic there, each statement alone and then the record.
-pub fn plan(statements: &[Statement], flavor: Flavor) -> Plan {
+pub(crate) fn plan(statements: &[Statement], flavor: Flavor) -> Plan {
     let all: Vec<Step> = (0..statements.len()).map(Step::Run).collect();
     if flavor == Flavor::Postgres || atomic_on_cockroach(statements) {
         let mut one = all;
@@ -110,7 +110,7 @@ pub fn plan(statements: &[Statement], flavor: Flavor) -> Plan {
 /// PostgreSQL: only table and index creation, a unique index only on a table created in the
 /// same section, writes only after them, and no table created with foreign keys referenced
 /// again.
-pub fn atomic_on_cockroach(statements: &[Statement]) -> bool {
+pub(crate) fn atomic_on_cockroach(statements: &[Statement]) -> bool {
     let mut created: Vec<&str> = Vec::new();
     let mut written = false;
     for (i, s) in statements.iter().enumerate() {

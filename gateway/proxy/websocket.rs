@@ -11,11 +11,13 @@ use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
-use super::{Ctx, Gateway, Incoming, authorize, presented_token};
+use crate::app::authenticate::presented_token;
+use crate::app::authorize::authorize;
+use crate::app::{Ctx, Gateway};
+use crate::body::Incoming;
 use crate::config::{AuthPolicy, Route};
-use crate::endpoints;
 use crate::error::HttpError;
-use crate::headers;
+use crate::http::origin;
 use crate::ratelimit::Limits;
 use crate::sessions::Sessions;
 
@@ -24,7 +26,7 @@ const SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
 
 /// Whether `req` asks for a WebSocket: HTTP/1.1 with `Connection: upgrade` and
 /// `Upgrade: websocket`.
-pub fn is_upgrade(req: &Request<Incoming>) -> bool {
+pub(crate) fn is_upgrade(req: &Request<Incoming>) -> bool {
     let h = req.headers();
     let connection_upgrade = h
         .get_all(header::CONNECTION)
@@ -48,27 +50,26 @@ pub fn is_upgrade(req: &Request<Incoming>) -> bool {
 ///
 /// # Errors
 /// [`HttpError::CrossOrigin`] (403): another origin, or none, with the session cookie.
-pub fn check_origin(gw: &Gateway, route: &Route, headers: &HeaderMap) -> Result<(), HttpError> {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(headers::bearer_token)
-        .is_some();
-    if route.auth == AuthPolicy::Public || bearer {
+pub(crate) fn check_origin(
+    gw: &Gateway,
+    route: &Route,
+    headers: &HeaderMap,
+) -> Result<(), HttpError> {
+    if route.auth == AuthPolicy::Public || origin::has_bearer(headers) {
         return Ok(());
     }
     let server = &gw.config.server;
     let allowed: Vec<&str> = std::iter::once(server.public_url.origin.as_str())
         .chain(server.websocket_origins.iter().map(String::as_str))
         .collect();
-    endpoints::check_origin_among(headers, &allowed, &gw.config.sessions.cookie_name)
+    origin::check_among(headers, &allowed, &gw.config.sessions.cookie_name)
 }
 
 /// The session behind an authenticated tunnel, re-validated every `sessions.tunnel_recheck`
 /// through [`Sessions::validate`] (a cache hit costs no database I/O; after a revocation the
 /// poller invalidated, one query, from the session-miss budget of the client that opened the
 /// tunnel).
-pub struct Watch {
+pub(crate) struct Watch {
     sessions: Sessions,
     limits: Limits,
     client_ip: IpAddr,
@@ -84,7 +85,12 @@ pub struct Watch {
 impl Watch {
     /// The watch for a tunnel opened by a request that presented a session on `route`.
     /// `None` when the request presented none (such a tunnel carries no identity).
-    pub fn new(gw: &Gateway, route: &Route, headers: &HeaderMap, ctx: &Ctx) -> Option<Self> {
+    pub(crate) fn new(
+        gw: &Gateway,
+        route: &Route,
+        headers: &HeaderMap,
+        ctx: &Ctx<'_>,
+    ) -> Option<Self> {
         let token = presented_token(headers, &gw.config.sessions.cookie_name)?;
         Some(Watch {
             sessions: gw.sessions.clone(),
@@ -157,7 +163,7 @@ impl Check {
 
 /// Copies bytes between the upgraded client and upstream connections until either side
 /// closes or, for an authenticated tunnel, its [`Watch`] ends; then shuts both down.
-pub async fn tunnel(client: OnUpgrade, upstream: OnUpgrade, watch: Option<Watch>) {
+pub(crate) async fn tunnel(client: OnUpgrade, upstream: OnUpgrade, watch: Option<Watch>) {
     let (client, upstream) = match tokio::try_join!(client, upstream) {
         Ok(pair) => pair,
         Err(e) => {

@@ -43,7 +43,7 @@ fn interval_and_tolerance(limit: RateLimit) -> (Duration, Duration) {
 ///
 /// # Errors
 /// The database could not be asked.
-pub async fn take(
+pub(crate) async fn take(
     pool: &Pool,
     action: &str,
     scope: &str,
@@ -90,7 +90,7 @@ pub async fn take(
 ///
 /// # Errors
 /// The database could not be asked.
-pub async fn sweep(pool: &Pool) -> Result<u64, DbError> {
+pub(crate) async fn sweep(pool: &Pool) -> Result<u64, DbError> {
     db::transaction(pool, |tx| async move { tx.execute(SWEEP, &[]).await }).await
 }
 

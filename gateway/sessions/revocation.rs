@@ -22,7 +22,7 @@ const CHANGED_SINCE: &str = "SELECT s.token_hash FROM sessions s WHERE s.revoked
     WHERE u.updated_at > $1 AND s.revoked_at IS NULL";
 
 /// Polls forever (until the task is dropped) and invalidates what changed.
-pub async fn poll(sessions: Sessions) {
+pub(crate) async fn poll(sessions: Sessions) {
     let period = sessions.settings().revocation_poll;
     let overlap = sessions.settings().revocation_overlap;
     let mut watermark: Option<SystemTime> = None;

@@ -100,7 +100,7 @@ impl TokenKeys {
     }
 
     /// `sessions.token_key` then each of `sessions.previous_token_keys`.
-    pub fn from_config(sessions: &crate::config::Sessions) -> TokenKeys {
+    pub(crate) fn from_config(sessions: &crate::config::Sessions) -> TokenKeys {
         TokenKeys::new(&sessions.token_key, &sessions.previous_token_keys)
     }
 

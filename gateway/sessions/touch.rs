@@ -17,20 +17,20 @@ const FLUSH_EVERY: Duration = Duration::from_millis(500);
 
 /// The sending side, cloned into every request handler.
 #[derive(Clone)]
-pub struct Queue {
+pub(crate) struct Queue {
     tx: mpsc::Sender<Uuid>,
 }
 
 impl Queue {
     /// Starts the writer task with a queue of `capacity` ids.
-    pub fn start(pool: Pool, capacity: usize) -> Self {
+    pub(crate) fn start(pool: Pool, capacity: usize) -> Self {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         tokio::spawn(write_batches(pool, rx));
         Queue { tx }
     }
 
     /// Queues a touch without waiting; drops and counts it when the queue is full.
-    pub fn push(&self, session_id: Uuid) {
+    pub(crate) fn push(&self, session_id: Uuid) {
         if self.tx.try_send(session_id).is_err() {
             metrics::counter!("gateway_session_touches_dropped_total").increment(1);
         }

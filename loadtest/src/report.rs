@@ -11,6 +11,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::run::Summary;
+use crate::run::stats::format_us;
 
 /// The percentiles on the latency panel's x axis.
 const PERCENTILES: [&str; 4] = ["p50", "p90", "p99", "p99.9"];
@@ -104,15 +105,6 @@ pub fn markdown(runs: &[Summary]) -> String {
         );
     }
     out
-}
-
-/// A latency in microseconds for people: `850 µs`, `1.25 ms`, `2.50 s`.
-pub fn format_us(us: u64) -> String {
-    match us {
-        0..1_000 => format!("{us} µs"),
-        1_000..1_000_000 => format!("{:.2} ms", us as f64 / 1e3),
-        _ => format!("{:.2} s", us as f64 / 1e6),
-    }
 }
 
 /// Draws `runs` into an SVG file at `path`: throughput bars and latency percentile curves.

@@ -31,6 +31,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 
+use crate::seed::{DEFAULT_EMAIL_DOMAIN, DEFAULT_PASSWORD};
 use crate::smtp;
 use client::{Client, ClientOptions};
 use intervals::Intervals;
@@ -41,8 +42,6 @@ use tokens::Tokens;
 pub use intervals::IntervalStats;
 pub use summary::{OpSummary, Summary, nonzero_kinds};
 
-/// The password `loadtest seed` gives every user unless told otherwise.
-pub const DEFAULT_PASSWORD: &str = "loadtest-password-1";
 /// Closed-loop tasks when neither `--concurrency` nor `--rate` is given.
 const DEFAULT_CONCURRENCY: usize = 64;
 /// HTTP/1.1 connections of an open-loop run unless `--connections` says otherwise.
@@ -141,7 +140,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub name: Option<String>,
     /// Domain of the seeded users' addresses (user{i}@DOMAIN).
-    #[arg(long, default_value = crate::seed::DEFAULT_EMAIL_DOMAIN)]
+    #[arg(long, default_value = DEFAULT_EMAIL_DOMAIN)]
     pub email_domain: String,
     /// `login`, `otp`, `revoke`, `mixed`: users user0 … user{N-1} exist (as seeded).
     #[arg(long, default_value_t = 0, value_name = "N")]

@@ -22,8 +22,8 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::Type;
 use tokio_postgres::{Client, NoTls, Transaction};
 
-use crate::run::DEFAULT_PASSWORD;
-
+/// The password `loadtest seed` gives every user unless told otherwise.
+pub const DEFAULT_PASSWORD: &str = "loadtest-password-1";
 /// Domain of the seeded addresses unless `--email-domain` says otherwise.
 pub const DEFAULT_EMAIL_DOMAIN: &str = "loadtest.example";
 /// Users per batch: one transaction with one `COPY` per table.

@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 
 use crate::support::http::{Resp, get, post_json};
 use crate::support::{
-    CpuLoad, Fault, FaultProxy, ServeProcess, TestDb, TestGateway, echo, sessions, user,
+    CpuLoad, Fault, FaultProxy, ServeProcess, TestDb, TestGateway, echo, sessions, user, wait,
 };
 
 const PASSWORD: &str = "correct horse battery";
@@ -151,6 +151,16 @@ async fn pool_size(admin: SocketAddr) -> usize {
         .sum::<f64>() as usize
 }
 
+/// The value of counter or gauge `name` (without labels) on the admin listener's `/metrics`;
+/// 0 before it is first recorded.
+async fn metric(admin: SocketAddr, name: &str) -> f64 {
+    let metrics = get(admin, "/metrics").send().await.body;
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// Collects a child's standard error until it closes.
 fn drain(stderr: Option<tokio::process::ChildStderr>) -> tokio::task::JoinHandle<String> {
     tokio::spawn(async move {
@@ -162,20 +172,23 @@ fn drain(stderr: Option<tokio::process::ChildStderr>) -> tokio::task::JoinHandle
     })
 }
 
-/// Clients looping authenticated GETs until stopped; each returns the statuses it saw.
+/// Clients looping authenticated GETs until stopped, counting their answers in `answered`;
+/// each returns the statuses it saw.
 fn load(
     addr: SocketAddr,
     token: &str,
     clients: usize,
     stop: &Arc<AtomicBool>,
+    answered: &Arc<AtomicUsize>,
 ) -> Vec<tokio::task::JoinHandle<Vec<u16>>> {
     (0..clients)
         .map(|_| {
-            let (token, stop) = (token.to_string(), stop.clone());
+            let (token, stop, answered) = (token.to_string(), stop.clone(), answered.clone());
             tokio::spawn(async move {
                 let mut seen = Vec::new();
                 while !stop.load(Ordering::SeqCst) {
                     seen.push(get(addr, "/x").bearer(&token).send().await.status);
+                    answered.fetch_add(1, Ordering::SeqCst);
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
                 seen
@@ -248,8 +261,14 @@ async fn an_outage_keeps_cached_sessions_fails_the_rest_fast_and_heals_itself() 
         .get::<_, String>(0);
 
     let stop = Arc::new(AtomicBool::new(false));
-    let clients = load(addr, &ann, 3, &stop);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let answered = Arc::new(AtomicUsize::new(0));
+    let clients = load(addr, &ann, 3, &stop, &answered);
+    // The baseline counts the load's connections: every client has been answered.
+    wait::until("the load under way", Duration::from_secs(5), || {
+        let n = answered.load(Ordering::SeqCst);
+        async move { n >= 6 }
+    })
+    .await;
     let baseline = fds(pid) - proxy.open();
 
     // Outage.
@@ -265,13 +284,18 @@ async fn an_outage_keeps_cached_sessions_fails_the_rest_fast_and_heals_itself() 
     for token in &cold[1..] {
         assert_eq!(get(addr, "/x").bearer(token).send().await.status, 503);
     }
+    let poll_errors = metric(admin, "gateway_revocation_poll_errors_total").await;
     assert_eq!(
         gateway::sessions::revoke_user(db.pool(), &bob_id, "test")
             .await
             .unwrap(),
         1
     );
-    tokio::time::sleep(3 * POLL).await;
+    // Two polls since the revocation, both failed: the poller has tried and could not know.
+    wait::until("two failed revocation polls", 10 * POLL, || async {
+        metric(admin, "gateway_revocation_poll_errors_total").await >= poll_errors + 2.0
+    })
+    .await;
     assert_eq!(
         get(addr, "/x").bearer(&bob).send().await.status,
         200,
@@ -1012,4 +1036,29 @@ async fn upstream_faults_answer_502_or_504_in_bounded_time_and_leak_nothing() {
         .unwrap();
     let log = stderr.await.unwrap();
     assert!(!log.contains("panicked"), "the gateway panicked:\n{log}");
+}
+
+/// A statement the database refuses (here: the `sessions` table is gone) is a bug, not
+/// unavailability: 500 `internal`, with no `Retry-After` inviting the client to hammer it. A
+/// database that cannot answer stays a 503 (the tests above).
+#[tokio::test]
+async fn a_query_the_database_refuses_is_a_500_without_retry_after() {
+    let db = TestDb::new().await;
+    let up = echo().await;
+    let gw = TestGateway::builder(&db)
+        .route("/api", up, "required")
+        .start()
+        .await;
+    let id = user(&db, "refused@example.com", PASSWORD, &[]).await;
+    let token = sessions(&db, &id, 1).await.remove(0);
+    db.client()
+        .await
+        .batch_execute("ALTER TABLE sessions RENAME TO sessions_elsewhere")
+        .await
+        .expect("rename the sessions table");
+    let resp = get(gw.addr, "/api/x").bearer(&token).send().await;
+    assert_eq!(resp.status, 500, "{}", resp.body);
+    assert_eq!(resp.error_code(), "internal");
+    assert!(resp.header("retry-after").is_none(), "{:?}", resp.headers);
+    assert!(!resp.body.contains("sessions_elsewhere"), "{}", resp.body);
 }

@@ -2,13 +2,16 @@
 //! on loopback (aiosmtpd, [`SmtpSink`]); a server that is down at first gets the message after
 //! retries; a hung server fills the queue and new mail is refused at once.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use gateway::config::{Branding, Mail, MailTransport};
 use gateway::mail::{CodePurpose, MailError, Mailer, Message, compose};
 use tokio::net::TcpListener;
 
-use crate::support::smtp::{SmtpSink, free_port};
+use crate::support::smtp::SmtpSink;
+use crate::support::wait;
 
 const FROM: &str = "Gateway <no-reply@gateway.test>";
 const WAIT: Duration = Duration::from_secs(10);
@@ -102,10 +105,35 @@ async fn long_links_and_non_ascii_survive_transfer_encoding() {
     );
 }
 
+/// The server is down at first: its address takes connections and closes them at once, until
+/// the mailer has been refused twice; from then on it leads to the real server. The mail
+/// arrives, once.
 #[tokio::test]
 async fn a_server_that_is_down_at_first_gets_the_mail_after_retries() {
-    let port = free_port();
-    let mut cfg = smtp_config(format!("smtp://127.0.0.1:{port}"));
+    let Some(sink) = SmtpSink::start().await else {
+        return;
+    };
+    let front = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = front.local_addr().expect("addr");
+    let refused = Arc::new(AtomicUsize::new(0));
+    let (up_tx, up) = tokio::sync::watch::channel(false);
+    let counted = refused.clone();
+    let sink_addr = sink.addr;
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = front.accept().await {
+            if !*up.borrow() {
+                counted.fetch_add(1, Ordering::SeqCst);
+                drop(conn);
+                continue;
+            }
+            tokio::spawn(async move {
+                if let Ok(mut server) = tokio::net::TcpStream::connect(sink_addr).await {
+                    let _ = tokio::io::copy_bidirectional(&mut conn, &mut server).await;
+                }
+            });
+        }
+    });
+    let mut cfg = smtp_config(format!("smtp://{addr}"));
     cfg.retries = 10;
     let mailer = Mailer::start(&cfg, None).expect("start the mailer");
     mailer
@@ -122,10 +150,12 @@ async fn a_server_that_is_down_at_first_gets_the_mail_after_retries() {
         .expect("queued");
 
     // The first attempts are refused; retries back off from 200 ms.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let Some(sink) = SmtpSink::start_on(port).await else {
-        return;
-    };
+    wait::until("two refused attempts", Duration::from_secs(10), || {
+        let n = refused.load(Ordering::SeqCst);
+        async move { n >= 2 }
+    })
+    .await;
+    up_tx.send_replace(true);
     let got = sink
         .next_message(Duration::from_secs(20))
         .await

@@ -18,7 +18,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
 use crate::support::http::{SendError, get};
-use crate::support::{ServeProcess, TestDb, echo, sessions, user};
+use crate::support::{ServeProcess, TestDb, echo, sessions, user, wait};
 
 /// The real binary with one route, `/` to `upstream` with policy `auth`, and this grace period.
 async fn serve(db: &TestDb, upstream: SocketAddr, auth: &str, grace: &str) -> ServeProcess {
@@ -51,18 +51,37 @@ async fn serve_with(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_requests() {
     let db = TestDb::new().await;
-    let mut gateway = serve(&db, echo().await, "public", "10s").await;
+    let (up, arrived) = recording_upstream(Duration::from_millis(1500)).await;
+    let mut gateway = serve(&db, up, "public", "10s").await;
     let listen = gateway.addr;
     let in_flight: Vec<_> = (0..20)
-        .map(|_| tokio::spawn(async move { get(listen, "/__echo/sleep/1500").send().await.status }))
+        .map(|i| {
+            tokio::spawn(async move {
+                let probe = i.to_string();
+                get(listen, "/slow")
+                    .header("x-probe", &probe)
+                    .send()
+                    .await
+                    .status
+            })
+        })
         .collect();
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    wait::until(
+        "all 20 requests at the upstream",
+        Duration::from_secs(10),
+        || {
+            let n = arrived.lock().unwrap().len();
+            async move { n == 20 }
+        },
+    )
+    .await;
     gateway.terminate();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(
-        tokio::net::TcpStream::connect(listen).await.is_err(),
-        "a draining gateway must not accept new connections"
-    );
+    wait::until(
+        "a draining gateway refuses new connections",
+        Duration::from_secs(5),
+        || async { tokio::net::TcpStream::connect(listen).await.is_err() },
+    )
+    .await;
     for call in in_flight {
         assert_eq!(
             call.await.unwrap(),
@@ -160,7 +179,16 @@ async fn sigterm_under_continuous_load_cuts_off_no_request() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // SIGTERM once requests are flowing: some answered, more at the upstream.
+    wait::until(
+        "load flowing through the gateway",
+        Duration::from_secs(10),
+        || {
+            let n = arrived.lock().unwrap().len();
+            async move { n >= 8 }
+        },
+    )
+    .await;
     terminated.store(true, Ordering::SeqCst);
     let signalled = std::time::Instant::now();
     gateway.terminate();

@@ -173,8 +173,8 @@ async fn bad_tls_files_refuse_to_start_naming_the_key() {
     match gateway::server::Server::bind(builder.config()).await {
         Ok(_) => panic!("a missing certificate must refuse to start"),
         Err(f) => {
-            assert_eq!(f.code, 2);
-            assert!(f.message.contains("server.tls_cert"), "{}", f.message);
+            assert_eq!(f.exit_code(), 2);
+            assert!(f.to_string().contains("server.tls_cert"), "{f}");
         }
     }
 }

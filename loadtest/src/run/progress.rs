@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::task::JoinHandle;
 
 use super::stats::Recorder;
-use crate::report::format_us;
+use super::stats::format_us;
 
 const REFRESH: Duration = Duration::from_millis(500);
 

@@ -20,6 +20,15 @@ const SIGNIFICANT_DIGITS: u8 = 3;
 /// Independent locks the recording tasks spread over, so they rarely wait on each other.
 pub const SHARDS: usize = 16;
 
+/// A latency in microseconds for people: `850 µs`, `1.25 ms`, `2.50 s`.
+pub fn format_us(us: u64) -> String {
+    match us {
+        0..1_000 => format!("{us} µs"),
+        1_000..1_000_000 => format!("{:.2} ms", us as f64 / 1e3),
+        _ => format!("{:.2} s", us as f64 / 1e6),
+    }
+}
+
 /// Why an operation failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -11,9 +11,9 @@ use serde::{Deserialize, Serialize};
 
 use super::intervals::IntervalStats;
 use super::scenarios::Scenario;
+use super::stats::format_us;
 use super::stats::{self, ErrorKind, Latency};
 use super::{Mode, RunConfig};
-use crate::report::format_us;
 
 /// The result of a run, as printed and as written by `--json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -5,8 +5,8 @@
 use std::fmt::Write as _;
 
 use super::{Limits, Trend, Verdict, trend};
-use crate::report::format_us;
 use crate::run::Summary;
+use crate::run::stats::format_us;
 use crate::sample::Sample;
 
 /// The figures and checks as markdown.

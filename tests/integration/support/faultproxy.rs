@@ -361,6 +361,7 @@ fn peer_of(fd: libc::c_int) -> Option<SocketAddr> {
     // SAFETY: getpeername writes at most `len` bytes into the storage socket2 provides. A
     // descriptor closed (or reused) since it was listed makes it fail (or describe another
     // socket): a miscount at worst, never memory unsafety.
+    #[allow(unsafe_code)]
     let peer = unsafe {
         socket2::SockAddr::try_init(|storage, len| {
             if libc::getpeername(fd, storage.cast(), len) == 0 {

@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use gateway::app::Gateway;
 use gateway::config::Config;
-use gateway::proxy::Gateway;
 use gateway::server::Server;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -163,7 +163,7 @@ impl Builder<'_> {
     pub async fn start(self) -> TestGateway {
         let server = Server::bind(self.config())
             .await
-            .unwrap_or_else(|f| panic!("gateway failed to start: {}", f.message));
+            .unwrap_or_else(|f| panic!("gateway failed to start: {f}"));
         let (stop, stopped) = oneshot::channel::<()>();
         let (addr, admin, gw) = (server.local_addr(), server.admin_addr(), server.gateway());
         let task = tokio::spawn(server.run(async {

@@ -6,6 +6,7 @@
 //! Recipients whose local part starts with `reject` get a permanent `550` at `RCPT TO`, and are
 //! listed by [`SmtpSink::rejected`].
 
+use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -104,11 +105,6 @@ pub struct SmtpSink {
     _dir: tempfile::TempDir,
 }
 
-/// Whether the tests run under CI, where a missing tool is a failure rather than a skip.
-pub fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
-}
-
 /// A port nothing listens on right now (bound, then released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
@@ -119,7 +115,7 @@ pub fn free_port() -> u16 {
 
 impl SmtpSink {
     /// Starts a sink on a free loopback port. `None` when aiosmtpd is missing and `CI` is not
-    /// set (a SKIPPED line is printed); panics when it is missing under CI.
+    /// set ([`super::skip`] says so); panics when it is missing under CI.
     pub async fn start() -> Option<SmtpSink> {
         Self::start_on(0).await
     }
@@ -127,10 +123,14 @@ impl SmtpSink {
     /// Like [`SmtpSink::start`], on `port` (0 for any).
     pub async fn start_on(port: u16) -> Option<SmtpSink> {
         if !aiosmtpd_available().await {
-            let why = "python3 with aiosmtpd is missing (pip install aiosmtpd; scripts/test.sh \
-                       installs it under CI)";
-            assert!(!in_ci(), "the SMTP tests need a real SMTP server: {why}");
-            eprintln!("SKIPPED: {why}");
+            let test = std::thread::current()
+                .name()
+                .unwrap_or("a test")
+                .to_string();
+            super::skip(
+                &test,
+                "python3 with aiosmtpd, the real SMTP server it needs, is missing (pip install aiosmtpd)",
+            );
             return None;
         }
         let dir = tempfile::tempdir().expect("temp dir");
@@ -236,6 +236,43 @@ async fn read_events(
             Event::Rejected(address) => received.rejected.push(address),
             Event::Ready(_) => {}
         }
+    }
+}
+
+/// An SMTP server the gateway mails to, read by the code each mail carries: [`SmtpSink`]
+/// (aiosmtpd, whole messages) or [`CodeSink`] (in this process, the codes only). Tests that
+/// need nothing of a mail but its code take any; they run on [`CodeSink`], which never skips.
+pub trait Inbox {
+    /// `smtp://127.0.0.1:PORT`, for `mail.smtp_url`.
+    fn url(&self) -> String;
+
+    /// The 6-digit code of the next mail to `email`, waiting up to `timeout`.
+    fn code_for(&self, email: &str, timeout: Duration) -> impl Future<Output = Option<String>>;
+}
+
+impl Inbox for SmtpSink {
+    fn url(&self) -> String {
+        SmtpSink::url(self)
+    }
+
+    /// The next message must be for `email`.
+    async fn code_for(&self, email: &str, timeout: Duration) -> Option<String> {
+        let mail = self.next_message(timeout).await?;
+        assert_eq!(mail.to, email, "mail to the wrong address: {mail:?}");
+        mail.text
+            .split_whitespace()
+            .find(|w| w.len() == 6 && w.bytes().all(|b| b.is_ascii_digit()))
+            .map(str::to_string)
+    }
+}
+
+impl Inbox for CodeSink {
+    fn url(&self) -> String {
+        CodeSink::url(self)
+    }
+
+    async fn code_for(&self, email: &str, timeout: Duration) -> Option<String> {
+        CodeSink::code_for(self, email, timeout).await
     }
 }
 
