@@ -380,8 +380,15 @@ db_counts() {
 
 # A fresh session of a seeded user, made in the database: its token. $1: lifetime in seconds.
 session_in_db() {
-    local token
-    token="gw_$(head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
+    local token rnd="$RUN/token.random"
+    # A token as the gateway issues it (gateway/sessions/token.rs): 32 random bytes and the
+    # first 16 bytes of HMAC-SHA-256(sessions.token_key, label || random), base64url.
+    head -c 32 /dev/urandom >"$rnd"
+    token="gw_$({
+        cat "$rnd"
+        { printf 'gateway session token v1\0'; cat "$rnd"; } |
+            openssl dgst -sha256 -mac HMAC -macopt "key:$TOKEN_KEY" -binary | head -c 16
+    } | base64 -w0 | tr '+/' '-_' | tr -d '=')"
     sql "INSERT INTO sessions (user_id, token_hash, expires_at)
          SELECT id, sha256(convert_to('$token', 'UTF8')), now() + ($1 * INTERVAL '1 second')
          FROM users ORDER BY email LIMIT 1" >/dev/null

@@ -12,14 +12,17 @@ use deadpool_postgres::Pool;
 use crate::config::RateLimit;
 use crate::db::{self, DbError};
 
+// clock_timestamp(), not now(): now() is when the statement's transaction began, so an
+// upsert that waited for another's row lock could judge the cell by a time older than the
+// one the other wrote it with, and refuse an attempt that the limit allows.
 const TAKE: &str = "INSERT INTO rate_limits (action, scope, subject, refilled_at)
-    VALUES ($1, $2, $3, now() + ($4::BIGINT * INTERVAL '1 microsecond'))
+    VALUES ($1, $2, $3, clock_timestamp() + ($4::BIGINT * INTERVAL '1 microsecond'))
     ON CONFLICT (action, scope, subject) DO UPDATE
-    SET refilled_at = GREATEST(rate_limits.refilled_at, now()) + ($4::BIGINT * INTERVAL '1 microsecond'),
-        updated_at = now()
-    WHERE rate_limits.refilled_at <= now() + ($5::BIGINT * INTERVAL '1 microsecond')
+    SET refilled_at = GREATEST(rate_limits.refilled_at, clock_timestamp()) + ($4::BIGINT * INTERVAL '1 microsecond'),
+        updated_at = clock_timestamp()
+    WHERE rate_limits.refilled_at <= clock_timestamp() + ($5::BIGINT * INTERVAL '1 microsecond')
     RETURNING refilled_at";
-const STANDING: &str = "SELECT refilled_at, now() FROM rate_limits
+const STANDING: &str = "SELECT refilled_at, clock_timestamp() FROM rate_limits
     WHERE action = $1 AND scope = $2 AND subject = $3";
 const SWEEP: &str = "DELETE FROM rate_limits WHERE id IN (
     SELECT id FROM rate_limits WHERE refilled_at < now() LIMIT 1000)";
